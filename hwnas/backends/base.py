@@ -1,0 +1,214 @@
+"""The backend contract: prepare a model into a runtime artifact, load it, time it, run it.
+
+The base class owns the shared lifecycle (the timing loop, statistics, artifact caching); a runtime
+writes only ``_prepare``, ``_load`` and, where it can, ``_memory_report`` (Polygraphy's layout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from hwnas.errors import ConfigError, MeasurementError
+from hwnas.stats import LatencyStats, summarize
+
+if TYPE_CHECKING:
+    import torch
+
+    from hwnas.devices import Device
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How long to time one model: warm-up, then runs until both minimums are met (benchmark_model: 50, 1 s)."""
+
+    warmup_runs: int = 10
+    min_runs: int = 50
+    min_seconds: float = 1.0
+    max_runs: int = 100_000
+    max_seconds: float = 30.0
+
+    def split(self, rounds: int) -> MeasureSettings:
+        """The share of one round when a measurement is spread over ``rounds`` interleaved rounds."""
+        return MeasureSettings(
+            warmup_runs=self.warmup_runs,
+            min_runs=-(-self.min_runs // rounds),
+            min_seconds=self.min_seconds / rounds,
+            max_runs=-(-self.max_runs // rounds),
+            max_seconds=self.max_seconds / rounds,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model prepared for one runtime. ``input_shape`` is NCHW (torch order) whatever the file's layout."""
+
+    path: Path
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+
+
+class Session(ABC):
+    """A loaded artifact, ready to invoke repeatedly on a fixed input."""
+
+    @abstractmethod
+    def invoke(self) -> None:
+        """Run once on the bound input (the timed call)."""
+
+    @abstractmethod
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run on ``x`` (NCHW float32) and return the output in torch's layout."""
+
+
+def cache_dir() -> Path:
+    """Where converted artifacts are kept between runs (``HWNAS_CACHE_DIR`` overrides)."""
+    root = os.environ.get("HWNAS_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hwnas"
+    return Path(root)
+
+
+class Backend(ABC):
+    """One runtime. Constructors store; methods act."""
+
+    name: ClassVar[str]
+    runtime: ClassVar[str]  # the Python distribution that provides the runtime, for its version
+    extra: ClassVar[str] = ""  # the pip extra that installs it
+    suffix: ClassVar[str] = ""
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    verified: ClassVar[bool] = True  # False until the backend has run on real hardware
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+
+    # -- availability -------------------------------------------------------------------------
+    @classmethod
+    def availability(cls, device: Device) -> tuple[bool, str]:
+        """``(True, "ready")`` or ``(False, why + how to fix)``; must not raise."""
+        if device.precision not in cls.precisions:
+            return False, f"{cls.name} runs {'/'.join(cls.precisions)} only; set precision in {device.source}"
+        return cls._availability(device)
+
+    @classmethod
+    @abstractmethod
+    def _availability(cls, device: Device) -> tuple[bool, str]: ...
+
+    def runtime_version(self) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version(self.runtime)
+        except PackageNotFoundError:
+            return "not installed"
+
+    def check_ready(self) -> None:
+        """Raise a :class:`DeviceUnavailable` with the fix when the device cannot be used."""
+        from hwnas.errors import DeviceUnavailable
+
+        ok, why = self.availability(self.device)
+        if not ok:
+            raise DeviceUnavailable(f"device '{self.device.name}' is not ready: {why}", why)
+
+    # -- prepare ------------------------------------------------------------------------------
+    def prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], tag: str) -> Artifact:
+        """Convert ``module`` (eval mode) for this runtime, reusing a cached artifact for the same ``tag``."""
+        digest = hashlib.sha256(f"{tag}|{input_shape}|{self.cache_salt()}".encode()).hexdigest()[:20]
+        path = cache_dir() / self.name / f"{digest}{self.suffix}"
+        import torch
+
+        module = module.eval()
+        with torch.no_grad():
+            output_shape = tuple(module(torch.zeros(input_shape)).shape)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                self._prepare(module, input_shape, tmp)
+                os.replace(tmp, path)
+            except Exception as exc:
+                tmp.unlink(missing_ok=True)
+                if isinstance(exc, (ConfigError, MeasurementError)):
+                    raise
+                raise MeasurementError(f"{self.name} could not convert '{tag}': {exc}",
+                                       "report this as a bug with the op key") from exc
+        return Artifact(path=path, input_shape=tuple(input_shape), output_shape=output_shape)
+
+    def cache_salt(self) -> str:
+        """What invalidates cached artifacts: the converter's version."""
+        return self.runtime_version()
+
+    @abstractmethod
+    def _prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None: ...
+
+    # -- load / time / run --------------------------------------------------------------------
+    def load(self, artifact: Artifact) -> Session:
+        try:
+            return self._load(artifact)
+        except Exception as exc:
+            raise MeasurementError(f"{self.name} could not load {artifact.path}: {exc}",
+                                   f"delete the cached file {artifact.path} and retry") from exc
+
+    @abstractmethod
+    def _load(self, artifact: Artifact) -> Session: ...
+
+    @staticmethod
+    def time_session(session: Session, settings: MeasureSettings) -> np.ndarray:
+        """Warm up, then time single invocations until both minimums (count, seconds) are reached."""
+        for _ in range(settings.warmup_runs):
+            session.invoke()
+        samples: list[float] = []
+        clock = time.perf_counter_ns
+        start = clock()
+        deadline_min = start + int(settings.min_seconds * 1e9)
+        deadline_max = start + int(settings.max_seconds * 1e9)
+        while True:
+            t0 = clock()
+            session.invoke()
+            t1 = clock()
+            samples.append((t1 - t0) / 1e6)
+            enough = len(samples) >= settings.min_runs and t1 >= deadline_min
+            if enough or len(samples) >= settings.max_runs or t1 >= deadline_max:
+                return np.asarray(samples)
+
+    def measure(self, artifact: Artifact, settings: MeasureSettings | None = None) -> LatencyStats:
+        """Load, warm up and time ``artifact``: robust statistics in milliseconds."""
+        return summarize(self.time_session(self.load(artifact), settings or MeasureSettings()))
+
+    def run(self, artifact: Artifact, x: np.ndarray) -> np.ndarray:
+        """Outputs of ``artifact`` on ``x`` (NCHW), for parity checks."""
+        return self.load(artifact).run(x)
+
+    def memory_report(self, artifact: Artifact) -> dict:
+        """What the runtime itself reports about memory for ``artifact`` (bytes), plus the file size."""
+        report = {"artifact_bytes": artifact.path.stat().st_size}
+        report.update(self._memory_report(artifact))
+        return report
+
+    def _memory_report(self, artifact: Artifact) -> dict:
+        return {}
+
+    # -- identity -----------------------------------------------------------------------------
+    def fingerprint(self) -> dict:
+        """What a table measured on this backend must match to be reused."""
+        from hwnas.hostinfo import cpu_model
+
+        dev = self.device
+        return {
+            "device": dev.name,
+            "backend": self.name,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version(),
+            "precision": dev.precision,
+            "threads": dev.threads,
+            "host_cpu": cpu_model(),
+            "descriptor": {"description": dev.description, "connection": asdict(dev.connection),
+                           "options": dict(dev.options)},
+        }

@@ -1,0 +1,42 @@
+"""The ``hwnas`` command: a thin layer, each subcommand maps its flags onto one library call.
+
+Any :class:`hwnas.errors.HwnasError` becomes a one-paragraph message and exit code 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from hwnas.cli import devices as _devices
+from hwnas.cli import profile as _profile
+from hwnas.cli import table as _table
+from hwnas.cli._console import err_console
+from hwnas.errors import HwnasError
+
+app = typer.Typer(name="hwnas", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Hardware-aware NAS: profile devices into lookup tables, search, export, verify, gate CI.")
+app.command("devices")(_devices.devices)
+app.command("profile")(_profile.profile)
+app.add_typer(_table.app, name="table")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: exit 0 ok, 1 check failed, 2 bad input or unusable device."""
+    try:
+        app(args=argv, prog_name="hwnas", standalone_mode=False)
+    except HwnasError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            err_console.print(f"  [bold]fix:[/] {exc.hint}", highlight=False)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err_console.print("interrupted; rerun with --resume to continue where it stopped")
+        sys.exit(130)

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hwnas.backends.base import MeasureSettings
+from hwnas.cli._console import console
+from hwnas.devices import get_device
+from hwnas.profiling import ProfileOptions
+from hwnas.profiling import profile as run_profile
+from hwnas.spaces import get_space
+
+
+def profile(
+    device: str = typer.Option("cpu", "--device", "-d", help="Device name (hwnas devices) or a .toml descriptor."),
+    space: str = typer.Option("proxyless", "--space", "-s", help="Search space: proxyless or fbnet."),
+    resolution: int = typer.Option(None, "--resolution", "-r", help="Input resolution (224, or 32 for CIFAR)."),
+    width: float = typer.Option(1.0, "--width", help="Width multiplier (proxyless)."),
+    out: str = typer.Option(None, "--out", "-o", help="Table file, or a folder (ending in /) [default: latency_tables/]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run; nothing done is re-measured."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing table or discard a partial run."),
+    rounds: int = typer.Option(3, help="Interleaved measurement rounds (each in a new random order)."),
+    warmup: int = typer.Option(10, help="Warm-up runs before each timed round."),
+    min_runs: int = typer.Option(50, help="Timed runs per entry, at least (over all rounds)."),
+    min_seconds: float = typer.Option(1.0, help="Timed seconds per entry, at least (over all rounds)."),
+    spread_limit: float = typer.Option(1.3, help="Re-measure entries whose p90/median exceeds this."),
+    seed: int = typer.Option(0, help="Seed of the measurement order."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Measure every candidate op of a search space on a device into a lookup table."""
+    options = ProfileOptions(settings=MeasureSettings(warmup_runs=warmup, min_runs=min_runs, min_seconds=min_seconds),
+                             rounds=rounds, spread_limit=spread_limit, seed=seed)
+    result = run_profile(get_device(device), get_space(space, resolution, width), out, options=options,
+                         resume=resume, force=force, progress=not quiet)
+    t = result.table
+    unstable = sum("unstable" in e.flags for e in t.entries.values())
+    console.print(f"wrote {result.path}: {len(t.entries)} entries, overhead {t.overhead.median:.4f} ms; "
+                  f"{result.measured} measurements taken, {result.reused} reused from a checkpoint; "
+                  f"{unstable} flagged unstable")

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table as RichTable
+
+from hwnas import tableview
+from hwnas.cli._console import console
+from hwnas.devices import get_device
+from hwnas.tables import Table
+
+app = typer.Typer(no_args_is_help=True, help="Inspect and compare lookup tables.")
+
+
+@app.command("show")
+def show(
+    path: Path = typer.Argument(..., help="A table written by hwnas profile."),
+    plot: Path = typer.Option(None, "--plot", help="Write a layer x candidate heatmap PNG here."),
+    device: str = typer.Option(None, "--device", "-d", help="Also check that the table matches this device."),
+    entries: bool = typer.Option(False, "--entries", help="List every entry."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Summarize a table; optionally plot its heatmap and check it against a device."""
+    table = Table.load(path)
+    if device:
+        table.check_fingerprint(get_device(device).backend_instance().fingerprint())
+    info = tableview.summary(table)
+    if plot:
+        info["plot"] = str(tableview.plot_heatmap(table, plot))
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+    for key, value in info.items():
+        console.print(f"[bold]{key:>16}[/]  {value:.4g}" if isinstance(value, float) else f"[bold]{key:>16}[/]  {value}")
+    if entries:
+        rows = RichTable("median ms", "p10", "p90", "n", "weights B", "flags")
+        rows.add_column("key", overflow="fold")
+        for key, e in table.entries.items():
+            lat = e.latency
+            rows.add_row(*(f"{v:.4f}" for v in (e.median_ms, lat.p10 if lat else 0, lat.p90 if lat else 0)),
+                         str(lat.n if lat else 0), str(e.memory.get("weight_bytes", "")), ",".join(e.flags), key)
+        console.print(rows)
+
+
+@app.command("diff")
+def diff(
+    a: Path = typer.Argument(..., help="Baseline table."),
+    b: Path = typer.Argument(..., help="Table to compare with the baseline."),
+    top: int = typer.Option(10, help="How many of the largest changes to list."),
+) -> None:
+    """Compare two tables of the same space: per-entry latency ratio B/A."""
+    d = tableview.diff(Table.load(a), Table.load(b))
+    for field, (va, vb) in d.context.items():
+        console.print(f"[bold]{field}[/]: {va} -> {vb}")
+    console.print(f"{len(d.ratios)} common entries; median ratio B/A = {d.median_ratio:.3f}; "
+                  f"only in A: {len(d.only_a)}, only in B: {len(d.only_b)}")
+    rows = RichTable("key", "B/A")
+    for key, ratio in sorted(d.ratios.items(), key=lambda kv: -abs(kv[1] - 1.0))[:top]:
+        rows.add_row(key, f"{ratio:.3f}")
+    console.print(rows)
