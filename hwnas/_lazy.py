@@ -22,5 +22,8 @@ def require(module: str, extra: str, package: str | None = None) -> ModuleType:
 
 
 def available(module: str) -> bool:
-    """Whether ``module`` can be imported, without importing it."""
-    return importlib.util.find_spec(module) is not None
+    """Whether ``module`` can be imported, without importing it (its parent package may be imported)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from hwnas.errors import OutputError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def ensure_writable_dir(folder: Path) -> None:
     """Create ``folder`` if needed; raise :class:`OutputError` with a fix when it cannot be written."""
@@ -28,6 +31,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

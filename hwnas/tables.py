@@ -71,7 +71,8 @@ class Table:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise TableError(f"table {path} does not exist.", "check the path, or create it with hwnas profile") from None
+            raise TableError(f"table {path} does not exist.",
+                             "check the path, or create it with hwnas profile") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise TableError(f"table {path} is corrupt or unreadable ({exc}).",
                              "re-create it with hwnas profile (or --resume an interrupted run)") from None

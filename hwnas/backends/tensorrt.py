@@ -22,7 +22,8 @@ class TensorRTBackend(PlannedBackend):
     @classmethod
     def _missing(cls, device: Device) -> str:
         if not available("tensorrt") and shutil.which("trtexec") is None:
-            return "TensorRT not found: install the 'tensorrt' extra on a machine with an NVIDIA GPU, or put trtexec on PATH"
+            return ("TensorRT not found: install the 'tensorrt' extra on a machine with an NVIDIA GPU, "
+                    "or put trtexec on PATH")
         if shutil.which("nvidia-smi") is None:
             return "no NVIDIA driver found (nvidia-smi missing): TensorRT needs an NVIDIA GPU"
         return ""

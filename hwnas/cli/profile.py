@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from hwnas.backends.base import MeasureSettings
@@ -17,7 +15,8 @@ def profile(
     space: str = typer.Option("proxyless", "--space", "-s", help="Search space: proxyless or fbnet."),
     resolution: int = typer.Option(None, "--resolution", "-r", help="Input resolution (224, or 32 for CIFAR)."),
     width: float = typer.Option(1.0, "--width", help="Width multiplier (proxyless)."),
-    out: str = typer.Option(None, "--out", "-o", help="Table file, or a folder (ending in /) [default: latency_tables/]."),
+    out: str = typer.Option(None, "--out", "-o",
+                            help="Table file, or a folder (ending in /) [default: latency_tables/]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run; nothing done is re-measured."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing table or discard a partial run."),
     rounds: int = typer.Option(3, help="Interleaved measurement rounds (each in a new random order)."),

@@ -33,7 +33,8 @@ def show(
         console.print_json(json.dumps(info))
         return
     for key, value in info.items():
-        console.print(f"[bold]{key:>16}[/]  {value:.4g}" if isinstance(value, float) else f"[bold]{key:>16}[/]  {value}")
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        console.print(f"[bold]{key:>16}[/]  {text}")
     if entries:
         rows = RichTable("median ms", "p10", "p90", "n", "weights B", "flags")
         rows.add_column("key", overflow="fold")

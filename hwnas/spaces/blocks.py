@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 
-def conv_bn(cin: int, cout: int, k: int, s: int, groups: int = 1, act: type[nn.Module] | None = nn.ReLU6) -> nn.Sequential:
+def conv_bn(cin: int, cout: int, k: int, s: int, groups: int = 1,
+            act: type[nn.Module] | None = nn.ReLU6) -> nn.Sequential:
     """Conv (no bias) + BatchNorm (+ activation): one unit after BN folding."""
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
     if act is not None:

@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+import torch
+from conftest import needs_tflite
+
+from hwnas.backends import BACKENDS, MeasureSettings
+from hwnas.backends.onnxruntime import parse_ort_profile
+from hwnas.devices import get_device
+from hwnas.profiling import input_shape
+from hwnas.spaces import OpKey, get_space
+
+SPACE = get_space("proxyless", 32)
+KEY = OpKey.parse("mbconv-i16x16x40-o16x16x40-e6-k5-s1-skip1")
+FAST = MeasureSettings(warmup_runs=2, min_runs=20, min_seconds=0.05)
+
+
+def _torch_out(module, x):
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("name", BACKENDS.list())
+def test_every_backend_reports_availability_without_raising(name):
+    dev = next(get_device(d) for d in ("cpu", "cpu-tflite", "pixel", "gpu", "cuda") if get_device(d).backend == name)
+    ok, why = BACKENDS.get(name).availability(dev)
+    assert isinstance(ok, bool) and isinstance(why, str) and why
+
+
+def test_onnxruntime_runs_a_block_like_torch_and_times_it():
+    backend = get_device("cpu").backend_instance()
+    module = SPACE.build_op(KEY)
+    art = backend.prepare(module, input_shape(KEY), tag="test/" + str(KEY))
+    assert art.output_shape == (1, 40, 16, 16)
+    x = np.random.default_rng(1).standard_normal(input_shape(KEY), dtype=np.float32)
+    np.testing.assert_allclose(backend.run(art, x), _torch_out(module, x), rtol=1e-4, atol=1e-5)
+    stats = backend.measure(art, FAST)
+    assert stats.n >= FAST.min_runs and 0 < stats.p10 <= stats.median <= stats.p90
+
+
+def test_onnxruntime_memory_report_comes_from_its_profiler():
+    backend = get_device("cpu").backend_instance()
+    module = SPACE.build_op(KEY)
+    art = backend.prepare(module, input_shape(KEY), tag="test/" + str(KEY))
+    report = backend.memory_report(art)
+    assert report["artifact_bytes"] > 0 and report["runtime_nodes"] >= 3
+    # ORT holds the folded weights: within a few percent of the module's folded parameter count x 4 bytes
+    from hwnas.footprint import folded_weight_count
+
+    assert report["runtime_parameter_bytes"] == pytest.approx(folded_weight_count(module) * 4, rel=0.05)
+    assert report["runtime_peak_node_bytes"] >= 16 * 16 * 40 * 6 * 4
+
+
+def test_parse_ort_profile_on_captured_events():
+    events = [
+        {"cat": "Session", "name": "model_run"},
+        {"cat": "Node", "name": "a_kernel_time", "args": {"activation_size": "100", "parameter_size": "40",
+                                                          "output_size": "300"}},
+        {"cat": "Node", "name": "b_kernel_time", "args": {"activation_size": "300", "parameter_size": "8",
+                                                          "output_size": "50"}},
+        {"cat": "Node", "name": "b_fence_before", "args": {}},
+    ]
+    assert parse_ort_profile(events) == {"runtime_parameter_bytes": 48, "runtime_peak_node_bytes": 400,
+                                         "runtime_nodes": 2}
+
+
+def test_time_session_meets_both_minimums():
+    class Counter:
+        calls = 0
+
+        def invoke(self):
+            Counter.calls += 1
+
+    from hwnas.backends.base import Backend
+
+    samples = Backend.time_session(Counter(), MeasureSettings(warmup_runs=3, min_runs=10, min_seconds=0.05))
+    assert len(samples) >= 10 and Counter.calls == len(samples) + 3
+    capped = Backend.time_session(Counter(), MeasureSettings(warmup_runs=0, min_runs=10, min_seconds=10,
+                                                             max_runs=500, max_seconds=10))
+    assert len(capped) == 500
+
+
+def test_cached_artifact_is_reused(tmp_path):
+    backend = get_device("cpu").backend_instance()
+    module = SPACE.build_op(KEY)
+    a = backend.prepare(module, input_shape(KEY), tag="cache-test")
+    mtime = a.path.stat().st_mtime_ns
+    b = backend.prepare(module, input_shape(KEY), tag="cache-test")
+    assert a.path == b.path and b.path.stat().st_mtime_ns == mtime
+
+
+@needs_tflite
+def test_litert_block_converts_to_just_its_ops_and_matches_torch():
+    from hwnas.devices import Device
+
+    dev = get_device("cpu-tflite")
+    plain = Device(**{**dev.__dict__, "options": {"use_xnnpack": False}})  # no delegate: see the real op list
+    backend = plain.backend_instance()
+    module = SPACE.build_op(KEY)
+    art = backend.prepare(module, input_shape(KEY), tag="test/" + str(KEY))
+    session = backend.load(art)
+    assert session.op_names() == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "ADD"]  # no edge TRANSPOSEs
+    x = np.random.default_rng(2).standard_normal(input_shape(KEY), dtype=np.float32)
+    np.testing.assert_allclose(session.run(x), _torch_out(module, x), rtol=1e-4, atol=1e-4)
+
+
+@needs_tflite
+def test_litert_with_xnnpack_times_a_block():
+    backend = get_device("cpu-tflite").backend_instance()
+    key = OpKey.parse("linear-i1280-o10")
+    module = SPACE.build_op(key)
+    art = backend.prepare(module, input_shape(key), tag="test/" + str(key))
+    x = np.random.default_rng(3).standard_normal(input_shape(key), dtype=np.float32)
+    np.testing.assert_allclose(backend.run(art, x), _torch_out(module, x), rtol=1e-4, atol=1e-4)
+    stats = backend.measure(art, FAST)
+    assert stats.n >= 20 and stats.median > 0

@@ -1,0 +1,132 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT, needs_tflite
+
+from hwnas.backends.base import Backend, MeasureSettings
+from hwnas.checkpoint import Checkpoint
+from hwnas.devices import get_device
+from hwnas.errors import OutputError, TableError
+from hwnas.profiling import OVERHEAD, ProfileOptions, profile
+from hwnas.spaces import get_space
+from hwnas.tables import Table
+
+TINY = ProfileOptions(settings=MeasureSettings(warmup_runs=1, min_runs=3, min_seconds=0.0), rounds=2)
+
+
+def test_profile_writes_a_complete_table(tmp_path):
+    space = get_space("proxyless", 32)
+    res = profile(get_device("cpu"), space, tmp_path / "t.json", options=TINY, progress=False)
+    table = Table.load(tmp_path / "t.json")
+    assert set(table.entries) == {str(k) for k in space.unique_keys()}
+    assert res.measured == (len(space.measurable_keys()) + 1) * TINY.rounds and res.reused == 0
+    for key in space.measurable_keys():
+        e = table.entries[str(key)]
+        assert e.latency.n >= TINY.settings.min_runs and e.latency.median > 0
+        assert e.memory["weight_bytes"] >= 0 and e.memory["input_bytes"] > 0 and e.memory["artifact_bytes"] > 0
+        assert "runtime_parameter_bytes" in e.memory
+    assert table.overhead.median > 0
+    fp = table.fingerprint
+    assert fp["runtime"] == "onnxruntime" and fp["runtime_version"] and fp["host_cpu"] and fp["threads"] == 1
+    assert table.settings["rounds"] == 2 and table.settings["min_runs"] == 3
+    assert not (tmp_path / "t.json.partial").exists()
+
+
+def test_existing_output_needs_force(tmp_path):
+    space = get_space("proxyless", 32)
+    (tmp_path / "t.json").write_text("{}")
+    with pytest.raises(OutputError, match="exists"):
+        profile(get_device("cpu"), space, tmp_path / "t.json", options=TINY, progress=False)
+
+
+def test_resume_measures_only_what_is_missing(tmp_path, monkeypatch):
+    """Crash after some measurements, then resume: the done ones are never timed again."""
+    space = get_space("proxyless", 32)
+    out = tmp_path / "t.json"
+    real = Backend.time_session
+    calls = {"n": 0}
+
+    def crashing(session, settings):
+        calls["n"] += 1
+        if calls["n"] > 40:
+            raise KeyboardInterrupt  # like Ctrl-C mid-run
+        return real(session, settings)
+
+    monkeypatch.setattr(Backend, "time_session", staticmethod(crashing))
+    with pytest.raises(KeyboardInterrupt):
+        profile(get_device("cpu"), space, out, options=TINY, progress=False)
+    done_before = set(Checkpoint(tmp_path / "t.json.partial").done())
+    assert len(done_before) == 40 and not out.exists()
+
+    with pytest.raises(OutputError, match="--resume"):
+        profile(get_device("cpu"), space, out, options=TINY, progress=False)
+
+    timed: list = []
+    monkeypatch.setattr(Backend, "time_session", staticmethod(lambda s, st: timed.append(s) or real(s, st)))
+    res = profile(get_device("cpu"), space, out, options=TINY, resume=True, progress=False)
+    total = (len(space.measurable_keys()) + 1) * TINY.rounds
+    assert res.reused == 40 and res.measured == total - 40 == len(timed)
+    assert set(Table.load(out).entries) == {str(k) for k in space.unique_keys()}
+
+
+def test_resume_refuses_other_settings(tmp_path, monkeypatch):
+    space = get_space("proxyless", 32)
+    out = tmp_path / "t.json"
+    monkeypatch.setattr(Backend, "time_session", staticmethod(lambda s, st: (_ for _ in ()).throw(KeyboardInterrupt)))
+    with pytest.raises(KeyboardInterrupt):
+        profile(get_device("cpu"), space, out, options=TINY, progress=False)
+    other = ProfileOptions(settings=TINY.settings, rounds=3)
+    with pytest.raises(TableError, match="settings"):
+        profile(get_device("cpu"), space, out, options=other, resume=True, progress=False)
+
+
+def test_wide_entries_are_remeasured_and_flagged(tmp_path, monkeypatch):
+    space = get_space("proxyless", 32)
+    rng = np.random.default_rng(0)
+    # every timing is heavy-tailed: p90/median far above the limit, both times
+    monkeypatch.setattr(Backend, "time_session", staticmethod(lambda s, st: rng.pareto(1.0, 20) + 0.1))
+    table = profile(get_device("cpu"), space, tmp_path / "t.json", options=TINY, progress=False).table
+    flagged = [e for e in table.entries.values() if "unstable" in e.flags]
+    assert flagged and all("remeasured" in e.flags for e in flagged)
+
+
+@needs_tflite
+@pytest.mark.slow
+def test_profile_litert_small_space(tmp_path):
+    space = get_space("proxyless", 32)
+    res = profile(get_device("cpu-tflite"), space, tmp_path / "t.json", options=TINY, progress=False)
+    assert res.table.fingerprint["runtime"] == "ai-edge-litert"
+    assert res.table.fingerprint["delegate"] == "xnnpack"
+    assert all(e.latency.median > 0 for k, e in res.table.entries.items() if e.latency)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path):
+    """The real command, killed with SIGKILL mid-measurement, resumes without re-measuring finished work."""
+    out = tmp_path / "t.json"
+    args = [sys.executable, "-m", "hwnas", "profile", "--device", "cpu", "--space", "proxyless", "--resolution", "32",
+            "--out", str(out), "--rounds", "2", "--min-runs", "5", "--min-seconds", "0.2", "--warmup", "2", "-q"]
+    env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial = tmp_path / "t.json.partial"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(partial.glob("*.npy"))) < 20:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = {p.name: p.stat().st_mtime_ns for p in partial.glob("*.npy")}
+    assert 20 <= len(done) < 2 * 72 and not out.exists()
+
+    rerun = subprocess.run([*args, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{2 * 72 - len(done)} measurements taken, {len(done)} reused" in " ".join(rerun.stdout.split())
+    table = Table.load(out)
+    space = get_space("proxyless", 32)
+    assert set(table.entries) == {str(k) for k in space.unique_keys()}
+    assert OVERHEAD not in table.entries and table.overhead.n >= 5
