@@ -88,7 +88,8 @@ class Table:
             raise TableError(f"{source} has schema version {version}; this hwnas reads up to {SCHEMA_VERSION}.",
                              "upgrade hwnas (pip install -U hwnas) to read it")
         if data.get("units") != UNITS:
-            raise TableError(f"{source} uses units {data.get('units')}, expected {UNITS}.", "re-profile the device")
+            raise TableError(f"{source} uses units {data.get('units')}, expected {UNITS}.",
+                             "re-create it with hwnas profile")
         known = {"schema_version", "hwnas_version", "created", "units", "device", "space", "settings",
                  "overhead", "entries"}
         try:

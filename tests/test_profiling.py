@@ -16,7 +16,9 @@ from hwnas.profiling import OVERHEAD, ProfileOptions, profile
 from hwnas.spaces import get_space
 from hwnas.tables import Table
 
-TINY = ProfileOptions(settings=MeasureSettings(warmup_runs=1, min_runs=3, min_seconds=0.0), rounds=2)
+# A high spread limit: with 3 runs a round, the re-measure step would fire at random and change the counts.
+TINY = ProfileOptions(settings=MeasureSettings(warmup_runs=1, min_runs=3, min_seconds=0.0), rounds=2,
+                      spread_limit=100.0)
 
 
 def test_profile_writes_a_complete_table(tmp_path):
@@ -80,7 +82,7 @@ def test_resume_refuses_other_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(Backend, "time_session", staticmethod(lambda s, st: (_ for _ in ()).throw(KeyboardInterrupt)))
     with pytest.raises(KeyboardInterrupt):
         profile(get_device("cpu"), space, out, options=TINY, progress=False)
-    other = ProfileOptions(settings=TINY.settings, rounds=3)
+    other = ProfileOptions(settings=TINY.settings, rounds=3, spread_limit=100.0)
     with pytest.raises(TableError, match="settings"):
         profile(get_device("cpu"), space, out, options=other, resume=True, progress=False)
 
@@ -90,7 +92,8 @@ def test_wide_entries_are_remeasured_and_flagged(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     # every timing is heavy-tailed: p90/median far above the limit, both times
     monkeypatch.setattr(Backend, "time_session", staticmethod(lambda s, st: rng.pareto(1.0, 20) + 0.1))
-    table = profile(get_device("cpu"), space, tmp_path / "t.json", options=TINY, progress=False).table
+    options = ProfileOptions(settings=TINY.settings, rounds=2, spread_limit=1.3)
+    table = profile(get_device("cpu"), space, tmp_path / "t.json", options=options, progress=False).table
     flagged = [e for e in table.entries.values() if "unstable" in e.flags]
     assert flagged and all("remeasured" in e.flags for e in flagged)
 
@@ -110,7 +113,8 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path):
     """The real command, killed with SIGKILL mid-measurement, resumes without re-measuring finished work."""
     out = tmp_path / "t.json"
     args = [sys.executable, "-m", "hwnas", "profile", "--device", "cpu", "--space", "proxyless", "--resolution", "32",
-            "--out", str(out), "--rounds", "2", "--min-runs", "5", "--min-seconds", "0.2", "--warmup", "2", "-q"]
+            "--out", str(out), "--rounds", "2", "--min-runs", "5", "--min-seconds", "0.2", "--warmup", "2",
+            "--spread-limit", "100", "-q"]
     env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     partial = tmp_path / "t.json.partial"

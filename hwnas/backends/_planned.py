@@ -36,7 +36,7 @@ class PlannedBackend(Backend):
 
     def _refuse(self) -> DeviceUnavailable:
         ok, why = self.availability(self.device)
-        return DeviceUnavailable(f"device '{self.device.name}' is not ready: {why}", why)
+        return DeviceUnavailable(f"device '{self.device.name}' is not ready.", why)
 
     def _prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
         raise self._refuse()

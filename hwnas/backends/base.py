@@ -115,7 +115,7 @@ class Backend(ABC):
 
         ok, why = self.availability(self.device)
         if not ok:
-            raise DeviceUnavailable(f"device '{self.device.name}' is not ready: {why}", why)
+            raise DeviceUnavailable(f"device '{self.device.name}' is not ready.", why)
 
     # -- prepare ------------------------------------------------------------------------------
     def prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], tag: str) -> Artifact:

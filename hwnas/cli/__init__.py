@@ -9,6 +9,7 @@ import sys
 
 import click
 import typer
+from rich.markup import escape
 
 from hwnas.cli import devices as _devices
 from hwnas.cli import profile as _profile
@@ -28,9 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="hwnas", standalone_mode=False)
     except HwnasError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
         if exc.hint:
-            err_console.print(f"  [bold]fix:[/] {exc.hint}", highlight=False)
+            err_console.print(f"  [bold]fix:[/] {escape(exc.hint)}")
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from hwnas.cli._console import console
@@ -24,6 +25,6 @@ def devices(
         return
     table = RichTable("device", "backend", "precision", "threads", "status", title="hwnas devices")
     for r in rows:
-        status = "[green]ready[/]" if r["ready"] else f"[yellow]not ready:[/] {r['status']}"
+        status = "[green]ready[/]" if r["ready"] else f"[yellow]not ready:[/] {escape(r['status'])}"
         table.add_row(r["name"], r["backend"], r["precision"], str(r["threads"]), status)
     console.print(table)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from hwnas.backends.base import MeasureSettings
 from hwnas.cli._console import console
@@ -34,6 +35,6 @@ def profile(
                          resume=resume, force=force, progress=not quiet)
     t = result.table
     unstable = sum("unstable" in e.flags for e in t.entries.values())
-    console.print(f"wrote {result.path}: {len(t.entries)} entries, overhead {t.overhead.median:.4f} ms; "
+    console.print(f"wrote {escape(str(result.path))}: {len(t.entries)} entries, overhead {t.overhead.median:.4f} ms; "
                   f"{result.measured} measurements taken, {result.reused} reused from a checkpoint; "
                   f"{unstable} flagged unstable")
