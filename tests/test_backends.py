@@ -85,8 +85,14 @@ def test_cached_artifact_is_reused(tmp_path):
     module = SPACE.build_op(KEY)
     a = backend.prepare(module, input_shape(KEY), tag="cache-test")
     mtime = a.path.stat().st_mtime_ns
-    b = backend.prepare(module, input_shape(KEY), tag="cache-test")
+    b = backend.prepare(SPACE.build_op(KEY), input_shape(KEY), tag="cache-test")  # same key: same weights
     assert a.path == b.path and b.path.stat().st_mtime_ns == mtime
+    with torch.no_grad():
+        module.body[0][0].weight.mul_(2.0)
+    c = backend.prepare(module, input_shape(KEY), tag="cache-test")  # other weights: converted again
+    assert c.path != a.path
+    x = np.random.default_rng(4).standard_normal(input_shape(KEY), dtype=np.float32)
+    np.testing.assert_allclose(backend.run(c, x), _torch_out(module, x), rtol=1e-4, atol=1e-5)
 
 
 @needs_tflite

@@ -119,8 +119,15 @@ class Backend(ABC):
 
     # -- prepare ------------------------------------------------------------------------------
     def prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], tag: str) -> Artifact:
-        """Convert ``module`` (eval mode) for this runtime, reusing a cached artifact for the same ``tag``."""
-        digest = hashlib.sha256(f"{tag}|{input_shape}|{self.cache_salt()}".encode()).hexdigest()[:20]
+        """Convert ``module`` (eval mode) for this runtime, reusing a cached artifact.
+
+        The cache key covers ``tag``, the input shape, the module's structure (its repr) and weights, and the
+        converter's version: a changed block, or the same block with other weights, is converted again.
+        """
+        h = hashlib.sha256(f"{tag}|{input_shape}|{module!r}|{self.cache_salt()}".encode())
+        for tensor in module.state_dict().values():
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest = h.hexdigest()[:20]
         path = cache_dir() / self.name / f"{digest}{self.suffix}"
         import torch
 

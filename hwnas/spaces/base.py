@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
@@ -61,9 +62,36 @@ class SearchSpace(ABC):
     @abstractmethod
     def _layers(self) -> list[Layer]: ...
 
-    @abstractmethod
     def build_op(self, key: OpKey) -> nn.Module:
-        """The torch module that computes ``key`` (eval-ready; random weights)."""
+        """The torch module that computes ``key``, in eval mode, with random weights seeded by the key.
+
+        The same key always gives the same weights, so converted artifacts can be cached by content.
+        """
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(hashlib.sha256(str(key).encode()).hexdigest()[:8], 16))
+            return self._build_seeded(key)
+
+    def _build_seeded(self, key: OpKey) -> nn.Module:
+        from torch import nn
+
+        from hwnas.spaces.blocks import GlobalAvgPool
+
+        if key.op in FREE_OPS:
+            return nn.Identity()
+        if key.op == "avgpool":
+            return GlobalAvgPool()
+        if key.op == "linear":
+            return nn.Linear(key.inp[-1], key.out[-1]).eval()
+        module = self._build_op(key)
+        if module is None:
+            raise ConfigError(f"op '{key.op}' is not in the {self.name} space.", "use a key this space enumerates")
+        return module.eval()
+
+    @abstractmethod
+    def _build_op(self, key: OpKey) -> nn.Module | None:
+        """The space's own blocks (the base builds pooling, classifier and free ops); None if unknown."""
 
     @property
     def searchable(self) -> tuple[Layer, ...]:

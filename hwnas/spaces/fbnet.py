@@ -12,7 +12,7 @@ from torch import nn
 
 from hwnas.errors import ConfigError
 from hwnas.spaces.base import Layer, SearchSpace
-from hwnas.spaces.blocks import GlobalAvgPool, InvertedResidual, conv_bn
+from hwnas.spaces.blocks import InvertedResidual, conv_bn
 from hwnas.spaces.keys import OpKey
 
 STAGE_LAYERS = (1, 4, 4, 4, 4, 4, 1)
@@ -56,22 +56,16 @@ class FBNetSpace(SearchSpace):
                    Layer("fc", (OpKey.make("linear", (hc,), (cfg["classes"],)),), ("linear",))]
         return layers
 
-    def build_op(self, key: OpKey) -> nn.Module:
+    def _build_op(self, key: OpKey) -> nn.Module | None:
         cin, cout = key.inp[-1], key.out[-1]
         if key.op == "fbblock":
             return InvertedResidual(cin, cout, key["e"], key["k"], key["s"], bool(key["skip"]), groups=key["g"],
-                                    act=nn.ReLU, always_expand=True).eval()
+                                    act=nn.ReLU, always_expand=True)
         if key.op == "skip":
-            return conv_bn(cin, cout, 1, key["s"], act=nn.ReLU).eval()
+            return conv_bn(cin, cout, 1, key["s"], act=nn.ReLU)
         if key.op == "conv":
-            return conv_bn(cin, cout, key["k"], key["s"], act=nn.ReLU).eval()
-        if key.op == "avgpool":
-            return GlobalAvgPool()
-        if key.op == "linear":
-            return nn.Linear(cin, cout).eval()
-        if key.op == "identity":
-            return nn.Identity()
-        raise ConfigError(f"op '{key.op}' is not in the fbnet space.", "use a key this space enumerates")
+            return conv_bn(cin, cout, key["k"], key["s"], act=nn.ReLU)
+        return None
 
     def reference_choices(self) -> list[int]:
         """Every layer k3_e6 (the MobileNetV2-like member of the space)."""

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from hwnas.errors import ConfigError
 from hwnas.spaces.base import Layer, SearchSpace
-from hwnas.spaces.blocks import GlobalAvgPool, InvertedResidual, conv_bn
+from hwnas.spaces.blocks import InvertedResidual, conv_bn
 from hwnas.spaces.keys import OpKey
 
 STAGES = ((24, 4, 2), (40, 4, 2), (80, 4, 2), (96, 4, 1), (192, 4, 2), (320, 1, 1))  # width, layers, stride
@@ -61,19 +60,13 @@ class ProxylessSpace(SearchSpace):
                    Layer("classifier", (OpKey.make("linear", (last,), (cfg["classes"],)),), ("linear",))]
         return layers
 
-    def build_op(self, key: OpKey) -> nn.Module:
+    def _build_op(self, key: OpKey) -> nn.Module | None:
         cin, cout = key.inp[-1], key.out[-1]
         if key.op == "mbconv":
-            return InvertedResidual(cin, cout, key["e"], key["k"], key["s"], bool(key["skip"])).eval()
+            return InvertedResidual(cin, cout, key["e"], key["k"], key["s"], bool(key["skip"]))
         if key.op == "conv":
-            return conv_bn(cin, cout, key["k"], key["s"]).eval()
-        if key.op == "avgpool":
-            return GlobalAvgPool()
-        if key.op == "linear":
-            return nn.Linear(cin, cout).eval()
-        if key.op == "zero":
-            return nn.Identity()
-        raise ConfigError(f"op '{key.op}' is not in the proxyless space.", "use a key this space enumerates")
+            return conv_bn(cin, cout, key["k"], key["s"])
+        return None
 
     def reference_choices(self) -> list[int]:
         """MobileNetV2-like: every searchable layer MBConv e6 k3."""
