@@ -1,8 +1,10 @@
 """Crash-safe progress for long measurement runs: ``<out>.partial/`` beside the output file.
 
 ``state.json`` pins what the run measures (device fingerprint, space, settings); every finished
-measurement is one ``.npy`` of raw samples, written atomically. A run killed at any moment resumes
-from the files that exist, and never measures one of them again.
+measurement is one ``<name>.json`` (its statistics, the unit that measured it, what the runtime
+reported) beside a ``<name>.npy`` of raw samples where there are any. Both are written atomically,
+the ``.json`` last, so its presence means done. A run killed at any moment resumes from the files
+that exist, and never measures one of them again.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from hwnas.atomic import atomic_write_bytes, atomic_write_text
+from hwnas.backends.base import RoundResult
 from hwnas.errors import OutputError, TableError
+from hwnas.stats import LatencyStats
 
 
 class Checkpoint:
@@ -52,22 +56,33 @@ class Checkpoint:
     def name(key: str, part: str) -> str:
         return f"{hashlib.sha1(key.encode()).hexdigest()[:16]}-{part}"
 
-    def _path(self, name: str) -> Path:
-        return self.folder / f"{name}.npy"
-
     def has(self, name: str) -> bool:
-        return self._path(name).exists()
+        return (self.folder / f"{name}.json").exists()
 
-    def save(self, name: str, samples: np.ndarray) -> None:
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(samples, dtype=np.float64))
-        atomic_write_bytes(self._path(name), buf.getvalue())
+    def save(self, name: str, result: RoundResult) -> None:
+        if result.samples is not None:
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(result.samples, dtype=np.float64))
+            atomic_write_bytes(self.folder / f"{name}.npy", buf.getvalue())
+        meta = {"stats": result.stats.to_dict(), "unit": result.unit, "info": result.info,
+                "samples": result.samples is not None}
+        atomic_write_text(self.folder / f"{name}.json", json.dumps(meta))
 
-    def load(self, name: str) -> np.ndarray:
-        return np.load(self._path(name))
+    def load(self, name: str) -> RoundResult:
+        try:
+            meta = json.loads((self.folder / f"{name}.json").read_text())
+            samples = np.load(self.folder / f"{name}.npy") if meta["samples"] else None
+            return RoundResult(LatencyStats.from_dict(meta["stats"]), samples, meta["unit"], meta["info"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TableError(f"checkpoint entry {self.folder / name} is unreadable ({exc}).",
+                             "pass --force to discard the interrupted run and start over") from None
+
+    def discard(self, name: str) -> None:
+        for suffix in (".json", ".npy"):
+            (self.folder / f"{name}{suffix}").unlink(missing_ok=True)
 
     def done(self) -> list[str]:
-        return sorted(p.stem for p in self.folder.glob("*.npy"))
+        return sorted(p.stem for p in self.folder.glob("*.json") if p.name != "state.json")
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -7,6 +7,7 @@ device name is accepted; ``HWNAS_DEVICES_PATH`` (``os.pathsep``-separated folder
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
@@ -57,6 +58,11 @@ class Device:
         from hwnas.backends import get_backend_class
 
         return get_backend_class(self.backend).availability(self)
+
+    def with_options(self, **options: Any) -> Device:
+        """A copy with some backend options replaced (None values are ignored)."""
+        merged = {**self.options, **{k: v for k, v in options.items() if v is not None}}
+        return dataclasses.replace(self, options=MappingProxyType(merged))
 
     def backend_instance(self):  # -> Backend (lazy import keeps this module light)
         from hwnas.backends import get_backend_class

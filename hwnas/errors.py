@@ -44,3 +44,7 @@ class OutputError(HwnasError):
 
 class MeasurementError(HwnasError):
     """A runtime failed to prepare or run a model."""
+
+
+class DeviceLost(DeviceUnavailable):
+    """A device went away mid-run (unplugged, rebooted, adb lost it); its work moves to the others."""

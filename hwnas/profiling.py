@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from hwnas import __version__
-from hwnas.backends.base import Artifact, Backend, MeasureSettings, Session
+from hwnas.backends.base import Artifact, Backend, MeasureSettings, RoundResult, pool_rounds
 from hwnas.checkpoint import Checkpoint
 from hwnas.devices import Device
 from hwnas.errors import ConfigError, OutputError
 from hwnas.footprint import block_footprint
+from hwnas.pool import Job, Pool, Unit
 from hwnas.spaces import FREE_OPS, OpKey, SearchSpace
-from hwnas.stats import LatencyStats, summarize
+from hwnas.stats import LatencyStats
 from hwnas.tables import Entry, Table, table_stem
 
 OVERHEAD = "overhead"
@@ -113,10 +114,12 @@ class Profiler:
         self.device, self.space, self.out = device, space, Path(out)
         self.options = options or ProfileOptions()
 
-    def run(self, *, resume: bool = False, force: bool = False, progress: bool = True) -> ProfileResult:
+    def run(self, *, resume: bool = False, force: bool = False, progress: bool = True,
+            log: Callable[[str], None] = lambda msg: None) -> ProfileResult:
         backend = self.device.backend_instance()
         backend.check_ready()
-        fingerprint = backend.fingerprint()
+        units = backend.units()
+        fingerprint = common_fingerprint(units)
         partial = self.out.with_name(self.out.name + ".partial")
         if self.out.exists() and not force:
             if not resume:
@@ -130,13 +133,12 @@ class Profiler:
         state = {"device": fingerprint, "space": space_meta, "settings": self.options.to_dict()}
         ckpt = Checkpoint.open(self.out, state, resume=resume, force=force)
         reused = len(ckpt.done())
-        keys = [str(k) for k in self.space.measurable_keys()]
         with _Progress(progress) as bars:
             artifacts = self._prepare(backend, bars)
-            sessions = _Sessions(backend, artifacts)
-            samples = self._measure_rounds(ckpt, sessions, [OVERHEAD, *keys], bars)
-            stats = self._stats_with_retries(ckpt, sessions, samples, bars)
-        entries = self._entries(backend, artifacts, stats)
+            pool_units = [Unit(label, b, artifacts) for label, b in units]
+            rounds = self._measure_rounds(ckpt, pool_units, bars, log)
+            stats = self._stats_with_retries(ckpt, pool_units, rounds, bars, log)
+        entries = self._entries(backend, artifacts, rounds, stats)
         table = Table(fingerprint=fingerprint, space=space_meta, settings=self.options.to_dict(),
                       overhead=stats[OVERHEAD][0], entries=entries,
                       created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -158,70 +160,74 @@ class Profiler:
             advance()
         return artifacts
 
-    def _measure_rounds(self, ckpt: Checkpoint, sessions: _Sessions, names: list[str],
-                        bars: _Progress) -> dict[str, list[np.ndarray]]:
-        rounds = self.options.rounds
-        per_round = self.options.settings.split(rounds)
-        advance = bars.task("measure", len(names) * rounds)
-        advance(sum(ckpt.has(Checkpoint.name(n, f"r{r}")) for n in names for r in range(rounds)))
-        for r in range(rounds):
-            order = np.random.default_rng([self.options.seed, r]).permutation(len(names))
-            for i in order:
-                part = Checkpoint.name(names[i], f"r{r}")
-                if not ckpt.has(part):
-                    ckpt.save(part, Backend.time_session(sessions[names[i]], per_round))
-                    advance()
+    def _names(self) -> list[str]:
+        return [OVERHEAD, *(str(k) for k in self.space.measurable_keys())]
+
+    def _measure_rounds(self, ckpt: Checkpoint, units: list[Unit], bars: _Progress,
+                        log: Callable[[str], None]) -> dict[str, list[RoundResult]]:
+        """Every name once per round; each round in its own random order (interleaved, drift-fair)."""
+        names, rounds = self._names(), self.options.rounds
+        jobs = [Job(names[i], f"r{r}") for r in range(rounds)
+                for i in np.random.default_rng([self.options.seed, r]).permutation(len(names))]
+        advance = bars.task("measure", len(jobs))
+        advance(sum(ckpt.has(j.file) for j in jobs))
+        Pool(units, ckpt, advance, log).run(jobs, self.options.settings.split(rounds))
         return {n: [ckpt.load(Checkpoint.name(n, f"r{r}")) for r in range(rounds)] for n in names}
 
-    def _stats_with_retries(self, ckpt: Checkpoint, sessions: _Sessions, samples: dict[str, list[np.ndarray]],
-                            bars: _Progress) -> dict[str, tuple[LatencyStats, tuple[str, ...]]]:
+    def _stats_with_retries(self, ckpt: Checkpoint, units: list[Unit], rounds: dict[str, list[RoundResult]],
+                            bars: _Progress, log: Callable[[str], None]
+                            ) -> dict[str, tuple[LatencyStats, tuple[str, ...]]]:
         """Pooled statistics; wide entries get one fresh measurement and keep the steadier set."""
         limit = self.options.spread_limit
-        stats = {n: summarize(np.concatenate(s)) for n, s in samples.items()}
+        stats = {n: pool_rounds(r) for n, r in rounds.items()}
         wide = sorted(n for n, s in stats.items() if s.spread > limit)
-        advance = bars.task("re-measure", len(wide)) if wide else (lambda n=1: None)
         result = {n: (s, ()) for n, s in stats.items()}
+        if not wide:
+            return result
+        jobs = [Job(n, "retry") for n in wide]
+        advance = bars.task("re-measure", len(jobs))
+        pool = Pool(units, ckpt, advance, log)
+        pool.owner = {n: rounds[n][0].unit for n in wide if rounds[n][0].unit in {u.label for u in units}}
+        pool.run(jobs, self.options.settings)
         for n in wide:
-            part = Checkpoint.name(n, "retry")
-            if not ckpt.has(part):
-                ckpt.save(part, Backend.time_session(sessions[n], self.options.settings))
-            retry = summarize(ckpt.load(part))
+            retry = ckpt.load(Checkpoint.name(n, "retry")).stats
             best = retry if retry.spread < stats[n].spread else stats[n]
             result[n] = (best, ("remeasured", "unstable") if best.spread > limit else ("remeasured",))
-            advance()
         return result
 
-    def _entries(self, backend: Backend, artifacts: dict[str, Artifact],
+    def _entries(self, backend: Backend, artifacts: dict[str, Artifact], rounds: dict[str, list[RoundResult]],
                  stats: dict[str, tuple[LatencyStats, tuple[str, ...]]]) -> dict[str, Entry]:
         entries = {}
         for key in self.space.unique_keys():
             name = str(key)
-            module = self.space.build_op(key)
-            memory = block_footprint(module, input_shape(key), self.device.precision)
+            memory = block_footprint(self.space.build_op(key), input_shape(key), self.device.precision)
             if key.op in FREE_OPS:
                 entries[name] = Entry(latency=None, memory=memory, flags=("free",))
                 continue
             memory.update(backend.memory_report(artifacts[name]))
+            for r in rounds[name]:  # what a remote tool reported (benchmark_model's footprint): the largest
+                for field_name, value in r.info.get("memory", {}).items():
+                    memory[field_name] = max(value, memory.get(field_name, value))
             lat, flags = stats[name]
-            entries[name] = Entry(latency=lat, memory=memory, flags=flags)
+            entries[name] = Entry(latency=lat, memory=memory, flags=flags, unit=rounds[name][0].unit)
         return entries
 
 
-class _Sessions:
-    """Load each artifact once, on first use, and keep it for later rounds."""
-
-    def __init__(self, backend: Backend, artifacts: dict[str, Artifact]) -> None:
-        self.backend, self.artifacts = backend, artifacts
-        self.cache: dict[str, Session] = {}
-
-    def __getitem__(self, name: str) -> Session:
-        if name not in self.cache:
-            self.cache[name] = self.backend.load(self.artifacts[name])
-        return self.cache[name]
+def common_fingerprint(units: list[tuple[str, Backend]]) -> dict:
+    """The fingerprint all units share; units that differ (model, build, tool version) are refused."""
+    prints = {label: b.fingerprint() for label, b in units}
+    first_label, first = next(iter(prints.items()))
+    for label, fp in prints.items():
+        diff = sorted(k for k in set(fp) | set(first) if fp.get(k) != first.get(k))
+        if diff:
+            raise ConfigError(f"units {first_label} and {label} differ in {', '.join(diff)}: one table cannot "
+                              "mix them.", "profile each kind separately (pick units with --serial)")
+    return first
 
 
 def profile(device: Device, space: SearchSpace, out: Path | None = None, *, options: ProfileOptions | None = None,
-            resume: bool = False, force: bool = False, progress: bool = True) -> ProfileResult:
+            resume: bool = False, force: bool = False, progress: bool = True,
+            log: Callable[[str], None] = lambda msg: None) -> ProfileResult:
     """Profile ``space`` on ``device`` into the table at ``out``.
 
     ``out`` is a ``.json`` path, or a folder that receives ``<device>-<space>-<res>.json``
@@ -231,4 +237,4 @@ def profile(device: Device, space: SearchSpace, out: Path | None = None, *, opti
         out = default_table_path(device, space)
     elif Path(out).is_dir() or str(out).endswith(("/", "\\")):
         out = default_table_path(device, space, Path(out))
-    return Profiler(device, space, out, options).run(resume=resume, force=force, progress=progress)
+    return Profiler(device, space, out, options).run(resume=resume, force=force, progress=progress, log=log)

@@ -1,4 +1,9 @@
-"""Robust latency statistics: medians and percentiles, outliers counted rather than averaged in."""
+"""Robust latency statistics: medians and percentiles, outliers counted rather than averaged in.
+
+Host runtimes give raw per-run samples (:func:`summarize`). Remote tools (``benchmark_model``,
+``trtexec``) print only their own summary; :func:`pool_summaries` combines such per-round summaries
+and leaves the percentiles it cannot know as ``None`` rather than invent them.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +13,42 @@ import numpy as np
 
 # A sample above median + OUTLIER_MADS * (scaled MAD) is an outlier: counted, kept out of the mean.
 OUTLIER_MADS = 5.0
+Z90 = 1.2816  # standard normal quantile at 0.9
 
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Summary of timed runs, in milliseconds. ``spread`` is p90 / median (1.0 = perfectly steady)."""
+    """Summary of timed runs, in milliseconds.
+
+    ``p10``/``p90`` are None where the runtime reports no percentiles; ``source`` says where the
+    numbers come from (``samples``: raw per-run times; otherwise the tool whose summary was parsed).
+    """
 
     median: float
-    p10: float
-    p90: float
+    p10: float | None
+    p90: float | None
     mean: float
     std: float
     min: float
     n: int
-    outliers: int
+    outliers: int = 0
+    source: str = "samples"
 
     @property
     def spread(self) -> float:
-        return self.p90 / self.median if self.median > 0 else 1.0
+        """p90 / median (1.0 = perfectly steady); from mean and std where p90 is unknown."""
+        if self.median <= 0:
+            return 1.0
+        p90 = self.p90 if self.p90 is not None else self.mean + Z90 * self.std
+        return p90 / self.median
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> LatencyStats:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        fields = cls.__dataclass_fields__
+        return cls(**{k: data[k] for k in fields if k in data})
 
 
 def summarize(samples_ms: np.ndarray | list[float]) -> LatencyStats:
@@ -54,3 +70,28 @@ def summarize(samples_ms: np.ndarray | list[float]) -> LatencyStats:
         n=int(x.size),
         outliers=int((~keep).sum()),
     )
+
+
+def pool_summaries(parts: list[LatencyStats]) -> LatencyStats:
+    """Combine per-round summaries: n-weighted median of medians and mean, pooled std, overall min.
+
+    Percentiles survive only if every part has them (then n-weighted); otherwise they stay None.
+    """
+    if not parts:
+        raise ValueError("no summaries to pool")
+    n = np.array([p.n for p in parts], dtype=np.float64)
+    w = n / n.sum()
+    means = np.array([p.mean for p in parts])
+    mean = float(w @ means)
+    var = float(w @ (np.array([p.std for p in parts]) ** 2 + (means - mean) ** 2))
+    order = np.argsort([p.median for p in parts])
+    cum = np.cumsum(w[order])
+    median = float(parts[order[int(np.searchsorted(cum, 0.5))]].median)
+
+    def weighted(attr: str) -> float | None:
+        values = [getattr(p, attr) for p in parts]
+        return None if any(v is None for v in values) else float(w @ np.array(values))
+
+    return LatencyStats(median=median, p10=weighted("p10"), p90=weighted("p90"), mean=mean, std=var**0.5,
+                        min=float(min(p.min for p in parts)), n=int(n.sum()),
+                        outliers=sum(p.outliers for p in parts), source=parts[0].source)

@@ -29,19 +29,22 @@ class Entry:
     latency: LatencyStats | None
     memory: dict[str, int]
     flags: tuple[str, ...] = ()
+    unit: str = ""  # which physical unit measured it, where several of one kind shared the run
 
     @property
     def median_ms(self) -> float:
         return self.latency.median if self.latency else 0.0
 
     def to_dict(self) -> dict:
-        return {"latency": self.latency.to_dict() if self.latency else None, "memory": self.memory,
-                "flags": list(self.flags)}
+        out = {"latency": self.latency.to_dict() if self.latency else None, "memory": self.memory,
+               "flags": list(self.flags)}
+        return {**out, "unit": self.unit} if self.unit else out
 
     @classmethod
     def from_dict(cls, data: dict) -> Entry:
         lat = data["latency"]
-        return cls(LatencyStats.from_dict(lat) if lat else None, dict(data["memory"]), tuple(data.get("flags", ())))
+        return cls(LatencyStats.from_dict(lat) if lat else None, dict(data["memory"]), tuple(data.get("flags", ())),
+                   str(data.get("unit", "")))
 
 
 @dataclass

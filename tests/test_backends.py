@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import needs_tflite
 
+from conftest import needs_tflite
 from hwnas.backends import BACKENDS, MeasureSettings
 from hwnas.backends.onnxruntime import parse_ort_profile
 from hwnas.devices import get_device

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from conftest import run_cli
 
+from conftest import run_cli
 from hwnas.stats import summarize
 from hwnas.tables import Entry, Table
 

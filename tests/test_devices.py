@@ -1,8 +1,8 @@
 from pathlib import Path
 
 import pytest
-from conftest import HAS_TFLITE
 
+from conftest import HAS_TFLITE
 from hwnas.devices import get_device, list_devices, load_device_file
 from hwnas.errors import ConfigError, UnknownNameError
 

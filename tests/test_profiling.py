@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, needs_tflite
 
+from conftest import ROOT, needs_tflite
 from hwnas.backends.base import Backend, MeasureSettings
 from hwnas.checkpoint import Checkpoint
 from hwnas.devices import get_device

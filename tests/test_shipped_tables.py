@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from hwnas.tables import Table
 from hwnas.tableview import space_of
 

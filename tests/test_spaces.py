@@ -2,8 +2,8 @@ import json
 
 import pytest
 import torch
-from conftest import SHARED
 
+from conftest import SHARED
 from hwnas.errors import ConfigError
 from hwnas.profiling import input_shape
 from hwnas.spaces import FREE_OPS, SPACES, get_space

@@ -10,14 +10,14 @@ import hashlib
 import os
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from hwnas.errors import ConfigError, MeasurementError
-from hwnas.stats import LatencyStats, summarize
+from hwnas.stats import LatencyStats, pool_summaries, summarize
 
 if TYPE_CHECKING:
     import torch
@@ -58,12 +58,41 @@ class Artifact:
     output_shape: tuple[int, ...]
 
 
-class Session(ABC):
-    """A loaded artifact, ready to invoke repeatedly on a fixed input."""
+@dataclass(frozen=True)
+class RoundResult:
+    """One timed round on one unit: raw samples where the runtime exposes them, else its own summary.
 
-    @abstractmethod
+    ``info`` holds what the runtime reported beside the timing (memory footprint, delegated nodes, ...).
+    """
+
+    stats: LatencyStats
+    samples: np.ndarray | None = None
+    unit: str = ""
+    info: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_samples(cls, samples: np.ndarray, unit: str = "") -> RoundResult:
+        return cls(stats=summarize(samples), samples=np.asarray(samples, dtype=np.float64), unit=unit)
+
+
+def pool_rounds(results: list[RoundResult]) -> LatencyStats:
+    """Statistics over rounds: from all raw samples where every round has them, else from the summaries."""
+    if all(r.samples is not None for r in results):
+        return summarize(np.concatenate([r.samples for r in results]))
+    return pool_summaries([r.stats for r in results])
+
+
+class Session(ABC):
+    """A loaded artifact, ready to be timed, or run on inputs."""
+
     def invoke(self) -> None:
-        """Run once on the bound input (the timed call)."""
+        """Run once on the bound input (the call a host timing loop times)."""
+        raise MeasurementError(f"{type(self).__name__} is timed by its own tool, not invoked from here.",
+                               "use Session.time()")
+
+    def time(self, settings: MeasureSettings) -> RoundResult:
+        """One timed round: by default a host loop around :meth:`invoke`."""
+        return RoundResult.from_samples(Backend.time_session(self, settings))
 
     @abstractmethod
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -83,6 +112,7 @@ class Backend(ABC):
     runtime: ClassVar[str]  # the Python distribution that provides the runtime, for its version
     extra: ClassVar[str] = ""  # the pip extra that installs it
     suffix: ClassVar[str] = ""
+    cache_name: ClassVar[str] = ""  # artifact cache folder, when shared with another backend
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     verified: ClassVar[bool] = True  # False until the backend has run on real hardware
 
@@ -109,6 +139,14 @@ class Backend(ABC):
         except PackageNotFoundError:
             return "not installed"
 
+    def units(self) -> list[tuple[str, Backend]]:
+        """The physical units this device stands for, each with its own backend; a host device is one."""
+        return [("", self)]
+
+    def check_alive(self) -> None:
+        """Raise :class:`hwnas.errors.DeviceLost` if the unit went away (checked before every job)."""
+        return None  # a host device cannot go away
+
     def check_ready(self) -> None:
         """Raise a :class:`DeviceUnavailable` with the fix when the device cannot be used."""
         from hwnas.errors import DeviceUnavailable
@@ -128,7 +166,7 @@ class Backend(ABC):
         for tensor in module.state_dict().values():
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         digest = h.hexdigest()[:20]
-        path = cache_dir() / self.name / f"{digest}{self.suffix}"
+        path = cache_dir() / (self.cache_name or self.name) / f"{digest}{self.suffix}"
         import torch
 
         module = module.eval()
@@ -187,7 +225,7 @@ class Backend(ABC):
 
     def measure(self, artifact: Artifact, settings: MeasureSettings | None = None) -> LatencyStats:
         """Load, warm up and time ``artifact``: robust statistics in milliseconds."""
-        return summarize(self.time_session(self.load(artifact), settings or MeasureSettings()))
+        return self.load(artifact).time(settings or MeasureSettings()).stats
 
     def run(self, artifact: Artifact, x: np.ndarray) -> np.ndarray:
         """Outputs of ``artifact`` on ``x`` (NCHW), for parity checks."""

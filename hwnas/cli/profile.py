@@ -4,7 +4,7 @@ import typer
 from rich.markup import escape
 
 from hwnas.backends.base import MeasureSettings
-from hwnas.cli._console import console
+from hwnas.cli._console import console, err_console
 from hwnas.devices import get_device
 from hwnas.profiling import ProfileOptions
 from hwnas.profiling import profile as run_profile
@@ -27,12 +27,15 @@ def profile(
     spread_limit: float = typer.Option(1.3, help="Re-measure entries whose p90/median exceeds this."),
     seed: int = typer.Option(0, help="Seed of the measurement order."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    serial: list[str] = typer.Option(None, "--serial", help="Phone serial(s) to use (default: all attached)."),
+    benchmark_model: str = typer.Option(None, "--benchmark-model", help="Host path of benchmark_model (phones)."),
 ) -> None:
     """Measure every candidate op of a search space on a device into a lookup table."""
     options = ProfileOptions(settings=MeasureSettings(warmup_runs=warmup, min_runs=min_runs, min_seconds=min_seconds),
                              rounds=rounds, spread_limit=spread_limit, seed=seed)
-    result = run_profile(get_device(device), get_space(space, resolution, width), out, options=options,
-                         resume=resume, force=force, progress=not quiet)
+    dev = get_device(device).with_options(serials=serial or None, benchmark_model=benchmark_model)
+    result = run_profile(dev, get_space(space, resolution, width), out, options=options,
+                         resume=resume, force=force, progress=not quiet, log=lambda m: err_console.print(escape(m)))
     t = result.table
     unstable = sum("unstable" in e.flags for e in t.entries.values())
     console.print(f"wrote {escape(str(result.path))}: {len(t.entries)} entries, overhead {t.overhead.median:.4f} ms; "
