@@ -180,7 +180,10 @@ class Profiler:
         """Pooled statistics; wide entries get one fresh measurement and keep the steadier set."""
         limit = self.options.spread_limit
         stats = {n: pool_rounds(r) for n, r in rounds.items()}
-        wide = sorted(n for n, s in stats.items() if s.spread > limit)
+        hot = {n for n, r in rounds.items() if rising(r)}
+        if hot:
+            log(f"{len(hot)} entries got slower round after round (thermal throttling?): measuring them again")
+        wide = sorted({n for n, s in stats.items() if s.spread > limit} | hot)
         result = {n: (s, ()) for n, s in stats.items()}
         if not wide:
             return result
@@ -191,7 +194,7 @@ class Profiler:
         pool.run(jobs, self.options.settings)
         for n in wide:
             retry = ckpt.load(Checkpoint.name(n, "retry")).stats
-            best = retry if retry.spread < stats[n].spread else stats[n]
+            best = retry if retry.spread < stats[n].spread or n in hot else stats[n]
             result[n] = (best, ("remeasured", "unstable") if best.spread > limit else ("remeasured",))
         return result
 
@@ -211,6 +214,12 @@ class Profiler:
             lat, flags = stats[name]
             entries[name] = Entry(latency=lat, memory=memory, flags=flags, unit=rounds[name][0].unit)
         return entries
+
+
+def rising(results: list[RoundResult], factor: float = 1.10) -> bool:
+    """Each round slower than the one before, the last by ``factor`` or more over the first: throttling."""
+    med = [r.stats.median for r in results]
+    return len(med) >= 3 and all(b > a for a, b in zip(med, med[1:])) and med[-1] >= factor * med[0]
 
 
 def common_fingerprint(units: list[tuple[str, Backend]]) -> dict:

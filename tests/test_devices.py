@@ -32,9 +32,9 @@ def test_hardware_devices_say_why_not_ready():
     ok, why = get_device("pixel").availability()
     assert not ok and ("adb" in why or "phone" in why)
     ok, why = get_device("cuda").availability()
-    assert not ok and ("CUDA" in why or "GPU" in why or "issue #3" in why)
+    assert not ok and ("CUDA" in why or "GPU" in why)
     ok, why = get_device("gpu").availability()
-    assert not ok and ("TensorRT" in why or "NVIDIA" in why or "issue #3" in why)
+    assert not ok and ("TensorRT" in why or "NVIDIA" in why)
 
 
 def test_device_is_frozen():

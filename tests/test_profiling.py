@@ -134,3 +134,16 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path):
     space = get_space("proxyless", 32)
     assert set(table.entries) == {str(k) for k in space.unique_keys()}
     assert OVERHEAD not in table.entries and table.overhead.n >= 5
+
+
+def test_rising_latency_is_detected_as_throttling():
+    from hwnas.backends.base import RoundResult
+    from hwnas.profiling import rising
+
+    def rounds(*medians):
+        return [RoundResult.from_samples(np.full(5, m)) for m in medians]
+
+    assert rising(rounds(1.0, 1.06, 1.15))
+    assert not rising(rounds(1.0, 1.15, 1.10))  # not monotone: noise
+    assert not rising(rounds(1.0, 1.02, 1.05))  # too small
+    assert not rising(rounds(1.0, 1.5))  # two rounds cannot show a trend

@@ -1,29 +1,129 @@
-"""NVIDIA GPUs through TensorRT (prerequisite checks only, for now; unverified until run on a GPU)."""
+"""NVIDIA GPUs through TensorRT: torch module -> ONNX -> engine (``trtexec --saveEngine``) -> trtexec timing.
+
+UNVERIFIED: TensorRT cannot be installed where hwnas is developed, so this backend has not yet run on a
+GPU. It is written against trtexec's documented flags and outputs;
+its parsers (:mod:`hwnas.backends.trtexec`) are tested on captured trtexec logs and exports.
+Timing: ``trtexec --loadEngine --noDataTransfers --useSpinWait --exportTimes``: per-iteration GPU
+compute times are the raw samples. Options: ``trtexec`` (path), ``workspace_mb``.
+"""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import tempfile
+from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwnas._lazy import available
-from hwnas.backends._planned import PlannedBackend
+import numpy as np
+
+from hwnas._lazy import available, require
+from hwnas.backends import trtexec
+from hwnas.backends.base import Artifact, Backend, MeasureSettings, RoundResult, Session
+from hwnas.backends.onnxruntime import export_onnx
+from hwnas.errors import MeasurementError
 
 if TYPE_CHECKING:
+    import torch
+
     from hwnas.devices import Device
 
 
-class TensorRTBackend(PlannedBackend):
+def gpu_name(index: int = 0) -> str:
+    out = subprocess.run(["nvidia-smi", f"--id={index}", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True, timeout=30, check=False).stdout.strip()
+    return out or "unknown NVIDIA GPU"
+
+
+class _TrtexecSession(Session):
+    def __init__(self, backend: TensorRTBackend, engine: Path) -> None:
+        self.backend, self.engine = backend, engine
+
+    def time(self, settings: MeasureSettings) -> RoundResult:
+        with tempfile.TemporaryDirectory() as tmp:
+            times, profile = Path(tmp, "times.json"), Path(tmp, "profile.json")
+            log = self.backend.trtexec_run(
+                f"--loadEngine={self.engine}", "--noDataTransfers", "--useSpinWait", "--separateProfileRun",
+                f"--warmUp={max(settings.warmup_runs, 1) * 10}", f"--iterations={settings.min_runs}",
+                f"--duration={settings.min_seconds:g}", "--percentile=10,50,90", f"--exportTimes={times}",
+                f"--exportProfile={profile}", f"--device={self.backend.device.connection.index}")
+            parsed = trtexec.parse_log(log)
+            samples = trtexec.parse_times(times.read_text())
+            _, layers = trtexec.parse_profile(profile.read_text()) if profile.exists() else (0, [])
+        info = {"memory": parsed.memory_bytes,
+                "layers": [{"name": x.name, "avg_ms": x.average_ms, "percent": x.percentage} for x in layers]}
+        base = RoundResult.from_samples(samples)
+        return RoundResult(base.stats, base.samples, "", info)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        raise MeasurementError("the TensorRT backend times engines; parity checks run on the host runtimes.",
+                               "compare outputs with --device cpu")
+
+
+class TensorRTBackend(Backend):
     name = "tensorrt"
     runtime = "tensorrt"
     extra = "tensorrt"
     suffix = ".engine"
     precisions = ("fp32", "fp16", "int8")
+    verified = False
 
     @classmethod
-    def _missing(cls, device: Device) -> str:
-        if not available("tensorrt") and shutil.which("trtexec") is None:
-            return ("TensorRT not found: install the 'tensorrt' extra on a machine with an NVIDIA GPU, "
-                    "or put trtexec on PATH")
+    def _availability(cls, device: Device) -> tuple[bool, str]:
+        tool = device.option("trtexec", "trtexec")
+        if shutil.which(tool) is None:
+            hint = " (the tensorrt package is installed, but hwnas drives trtexec)" if available("tensorrt") else ""
+            return False, (f"trtexec not found{hint}: install TensorRT on a machine with an NVIDIA GPU and put "
+                           "trtexec on PATH or set options.trtexec")
         if shutil.which("nvidia-smi") is None:
-            return "no NVIDIA driver found (nvidia-smi missing): TensorRT needs an NVIDIA GPU"
-        return ""
+            return False, "no NVIDIA driver found (nvidia-smi missing): TensorRT needs an NVIDIA GPU"
+        return True, "ready"
+
+    def trtexec_run(self, *args: str) -> str:
+        cmd = [self.device.option("trtexec", "trtexec"), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=3600)
+        if proc.returncode != 0:
+            raise MeasurementError(f"trtexec failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-600:]}",
+                                   f"run by hand: {' '.join(cmd)}")
+        return proc.stdout
+
+    @cached_property
+    def _version(self) -> str:
+        if available("tensorrt"):
+            return require("tensorrt", "tensorrt").__version__
+        head = subprocess.run([self.device.option("trtexec", "trtexec"), "--help"], capture_output=True, text=True,
+                              check=False, timeout=60).stdout
+        return next((line.split("[TensorRT v")[1].split("]")[0] for line in head.splitlines()
+                     if "[TensorRT v" in line), "unknown")
+
+    def runtime_version(self) -> str:
+        return self._version
+
+    def cache_salt(self) -> str:
+        return f"trt{self._version}-{gpu_name(self.device.connection.index)}-{self.device.precision}"
+
+    def fingerprint(self) -> dict:
+        fp = super().fingerprint()
+        fp["host_cpu"] = gpu_name(self.device.connection.index)  # the device that runs the engine
+        return fp
+
+    def _prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = Path(tmp, "model.onnx")
+            export_onnx(module, input_shape, onnx_path)
+            flags = {"fp16": ["--fp16"], "int8": ["--int8"], "fp32": []}[self.device.precision]
+            self.trtexec_run(f"--onnx={onnx_path}", f"--saveEngine={path}", "--skipInference",
+                             f"--memPoolSize=workspace:{int(self.device.option('workspace_mb', 1024))}M",
+                             "--profilingVerbosity=detailed", *flags)
+
+    def _load(self, artifact: Artifact) -> Session:
+        return _TrtexecSession(self, artifact.path)
+
+    def _memory_report(self, artifact: Artifact) -> dict:
+        with tempfile.TemporaryDirectory() as tmp:
+            info = Path(tmp, "layers.json")
+            log = self.trtexec_run(f"--loadEngine={artifact.path}", "--iterations=1", "--duration=0",
+                                   "--warmUp=0", f"--exportLayerInfo={info}", "--profilingVerbosity=detailed")
+            layers = trtexec.parse_layer_info(info.read_text()) if info.exists() else []
+        return {**trtexec.parse_log(log).memory_bytes, "trt_layers": len(layers)}
