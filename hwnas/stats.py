@@ -33,14 +33,19 @@ class LatencyStats:
     n: int
     outliers: int = 0
     source: str = "samples"
+    p95: float | None = None
 
     @property
     def spread(self) -> float:
-        """p90 / median (1.0 = perfectly steady); from mean and std where p90 is unknown."""
+        """p90 / median (1.0 = perfectly steady); p95 / median where only that is known (benchmark_model);
+        from mean and std where the runtime reports no percentile at all."""
         if self.median <= 0:
             return 1.0
-        p90 = self.p90 if self.p90 is not None else self.mean + Z90 * self.std
-        return p90 / self.median
+        if self.p90 is not None:
+            return self.p90 / self.median
+        if self.p95 is not None:
+            return self.p95 / self.median
+        return (self.mean + Z90 * self.std) / self.median
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,6 +74,7 @@ def summarize(samples_ms: np.ndarray | list[float]) -> LatencyStats:
         min=float(x.min()),
         n=int(x.size),
         outliers=int((~keep).sum()),
+        p95=float(np.percentile(x, 95)),
     )
 
 
@@ -94,4 +100,4 @@ def pool_summaries(parts: list[LatencyStats]) -> LatencyStats:
 
     return LatencyStats(median=median, p10=weighted("p10"), p90=weighted("p90"), mean=mean, std=var**0.5,
                         min=float(min(p.min for p in parts)), n=int(n.sum()),
-                        outliers=sum(p.outliers for p in parts), source=parts[0].source)
+                        outliers=sum(p.outliers for p in parts), source=parts[0].source, p95=weighted("p95"))

@@ -28,3 +28,22 @@ def test_spread_is_p90_over_median():
 def test_empty_samples_raise():
     with pytest.raises(ValueError):
         summarize([])
+
+
+def test_pooled_summaries_keep_only_known_percentiles():
+    from hwnas.stats import LatencyStats, pool_summaries
+
+    a = LatencyStats(median=1.0, p10=None, p90=None, mean=1.1, std=0.1, min=0.9, n=100, p95=1.3, source="tool")
+    b = LatencyStats(median=2.0, p10=None, p90=None, mean=2.1, std=0.1, min=1.9, n=300, p95=2.4, source="tool")
+    s = pool_summaries([a, b])
+    assert s.n == 400 and s.median == 2.0 and s.p10 is None and s.p90 is None
+    assert s.mean == pytest.approx(0.25 * 1.1 + 0.75 * 2.1) and s.p95 == pytest.approx(0.25 * 1.3 + 0.75 * 2.4)
+    assert s.std > 0.4  # between-round spread counts
+    assert s.spread == pytest.approx(s.p95 / s.median)  # p95 stands in for the unknown p90
+
+
+def test_spread_falls_back_to_mean_and_std_without_percentiles():
+    from hwnas.stats import Z90, LatencyStats
+
+    s = LatencyStats(median=1.0, p10=None, p90=None, mean=1.0, std=0.1, min=0.9, n=50)
+    assert s.spread == pytest.approx(1.0 + Z90 * 0.1)

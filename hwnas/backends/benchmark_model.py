@@ -59,7 +59,8 @@ class BenchmarkReport:
         median = self.median_us if self.median_us is not None else self.avg_us
         source = "benchmark_model" if self.median_us is not None else "benchmark_model(mean-as-median)"
         return LatencyStats(median=median / 1e3, p10=None, p90=None, mean=self.avg_us / 1e3, std=self.std_us / 1e3,
-                            min=self.min_us / 1e3, n=self.count, outliers=0, source=source)
+                            min=self.min_us / 1e3, n=self.count, outliers=0, source=source,
+                            p95=self.p95_us / 1e3 if self.p95_us is not None else None)
 
     def cpu_fallback_nodes(self) -> int:
         """Nodes that no delegate took (they run on the CPU's builtin kernels)."""
