@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from hwnas.cli import devices as _devices
+from hwnas.cli import predict as _predict
 from hwnas.cli import profile as _profile
 from hwnas.cli import table as _table
 from hwnas.cli._console import err_console
@@ -22,6 +23,7 @@ app = typer.Typer(name="hwnas", no_args_is_help=True, add_completion=False, pret
 app.command("devices")(_devices.devices)
 app.command("profile")(_profile.profile)
 app.add_typer(_table.app, name="table")
+app.command("predict")(_predict.predict)
 
 
 def main(argv: list[str] | None = None) -> None:

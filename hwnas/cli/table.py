@@ -61,3 +61,44 @@ def diff(
     for key, ratio in sorted(d.ratios.items(), key=lambda kv: -abs(kv[1] - 1.0))[:top]:
         rows.add_row(key, f"{ratio:.3f}")
     console.print(rows)
+
+
+@app.command("validate")
+def validate(
+    device: str = typer.Option(..., "--device", "-d", help="Device to measure on (must match the table)."),
+    table: Path = typer.Option(..., "--table", "-t", help="The table to validate."),
+    samples: int = typer.Option(100, help="Random architectures to measure (plus the reference net)."),
+    seed: int = typer.Option(0, help="Seed of the sample and the measurement order."),
+    rounds: int = typer.Option(3, help="Interleaved measurement rounds."),
+    min_seconds: float = typer.Option(0.6, help="Timed seconds per net, at least (over all rounds)."),
+    fit_fraction: float = typer.Option(0.3, help="Share of the nets that fit the calibration (rest held out)."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="Store the fitted calibration in the table."),
+    out: Path = typer.Option(None, "--out", "-o", help="Report JSON [default: beside the table]."),
+    plot: Path = typer.Option(None, "--plot", help="Predicted-vs-measured PNG."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted validation."),
+    force: bool = typer.Option(False, "--force", help="Discard an interrupted validation."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Measure random networks end to end and report how well the table predicts them."""
+    from hwnas import validate as v
+    from hwnas.backends.base import MeasureSettings
+
+    settings = MeasureSettings(warmup_runs=5, min_runs=30, min_seconds=min_seconds)
+    report = v.validate(get_device(device), table, samples, seed=seed, rounds=rounds, settings=settings,
+                        fit_fraction=fit_fraction, out=out, resume=resume, force=force, progress=not quiet)
+    if plot:
+        v.plot(report, plot)
+    if calibrate:
+        v.store_calibration(table, report)
+    rows = RichTable("split", "n", "±5%", "±10%", "MAPE", "bias", "Spearman ρ", "Kendall τ")
+    splits = [("all (raw)", report.uncalibrated["all"]), ("held-out (raw)", report.uncalibrated["heldout"])]
+    if report.calibrated_heldout:
+        splits.append(("held-out (calibrated)", report.calibrated_heldout))
+    for name, m in splits:
+        rows.add_row(name, str(m["n"]), f"{m['within_5pct']:.1%}", f"{m['within_10pct']:.1%}", f"{m['mape']:.2%}",
+                     f"{m['bias']:+.2%}", f"{m['spearman']:.4f}", f"{m['kendall']:.4f}")
+    console.print(rows)
+    if report.calibration:
+        c = report.calibration
+        console.print(f"calibration: measured = {c['scale']:.4f} x predicted {c['offset_ms']:+.4f} ms "
+                      f"(fitted on {len(c['fitted_on'])} nets){'; stored in the table' if calibrate else ''}")

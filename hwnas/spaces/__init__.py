@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hwnas.registry import Registry
+from hwnas.registry import Registry, unknown_name
 from hwnas.spaces.base import FREE_OPS, Layer, SearchSpace
 from hwnas.spaces.fbnet import FBNetSpace
 from hwnas.spaces.keys import OpKey
@@ -19,4 +19,13 @@ def get_space(name: str, resolution: int | None = None, width: float = 1.0) -> S
     return cls(resolution if resolution is not None else cls.resolutions[0], width)
 
 
-__all__ = ["FREE_OPS", "SPACES", "Layer", "OpKey", "SearchSpace", "get_space"]
+def space_from_id(space_id: str, resolution: int) -> SearchSpace:
+    """Inverse of ``SearchSpace.id``: ``proxyless`` or ``proxyless-w0.75`` at a resolution."""
+    name, _, width = space_id.partition("-w")
+    try:
+        return get_space(name, resolution, float(width) if width else 1.0)
+    except ValueError:
+        raise unknown_name("search space", space_id, SPACES.list()) from None
+
+
+__all__ = ["FREE_OPS", "SPACES", "Layer", "OpKey", "SearchSpace", "get_space", "space_from_id"]

@@ -1,0 +1,64 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli
+from hwnas.backends.base import MeasureSettings
+from hwnas.cost import CostModel
+from hwnas.devices import get_device
+from hwnas.profiling import ProfileOptions, profile
+from hwnas.spaces import get_space
+from hwnas.tables import Table
+from hwnas.validate import Calibration, metrics, store_calibration, validate
+
+
+def test_metrics_on_known_values():
+    measured = np.array([1.0, 2.0, 3.0, 4.0])
+    predicted = np.array([1.04, 2.3, 2.9, 4.0])  # +4%, +15%, -3.3%, 0%
+    m = metrics(predicted, measured)
+    assert m["within_5pct"] == 0.75 and m["within_10pct"] == 0.75
+    assert m["mape"] == pytest.approx((0.04 + 0.15 + 0.1 / 3) / 4)
+    assert m["spearman"] == pytest.approx(1.0) and m["kendall"] == pytest.approx(1.0)
+
+
+def test_calibration_recovers_scale_and_offset():
+    p = np.linspace(1, 10, 20)
+    cal = Calibration.fit(p, 1.1 * p + 0.3, [f"a{i}" for i in range(20)])
+    assert cal.scale == pytest.approx(1.1) and cal.offset_ms == pytest.approx(0.3)
+    assert cal.apply(2.0) == pytest.approx(2.5)
+
+
+@pytest.mark.slow
+def test_validate_measures_nets_and_stores_a_calibration(tmp_path):
+    space = get_space("proxyless", 32)
+    opts = ProfileOptions(settings=MeasureSettings(warmup_runs=2, min_runs=10, min_seconds=0.05), rounds=2,
+                          spread_limit=100.0)
+    table_path = tmp_path / "t.json"
+    profile(get_device("cpu"), space, table_path, options=opts, progress=False)
+    report = validate(get_device("cpu"), table_path, samples=6, rounds=1, fit_fraction=0.5, progress=False,
+                      settings=MeasureSettings(warmup_runs=2, min_runs=10, min_seconds=0.05))
+    assert len(report.nets) == 7 and report.nets[0]["arch"] == "proxyless@32:" + "1" * 21
+    assert {n["split"] for n in report.nets} == {"fit", "heldout"}
+    fitted = set(report.calibration["fitted_on"])
+    assert not fitted & {n["arch"] for n in report.nets if n["split"] == "heldout"}  # never scored on its fit set
+    saved = json.loads((tmp_path / "t.validation-6.json").read_text())
+    assert saved["uncalibrated"]["all"]["n"] == 7
+    # a loose sanity bound: ORT blocks add up to within 25% of the whole net even with these short timings
+    assert report.uncalibrated["all"]["mape"] < 0.25
+    store_calibration(table_path, report)
+    model = CostModel(Table.load(table_path))
+    scale, offset = model.calibration
+    choices = np.array([space.reference_choices()])
+    raw = model.predict_many(choices, calibrated=False)["latency_ms"][0]
+    assert model.predict_many(choices)["latency_ms"][0] == pytest.approx(scale * raw + offset)
+
+
+def test_predict_cli_prints_the_reference_net():
+    proc = run_cli("predict", "reference", "--table", str(ROOT / "latency_tables" / "cpu-proxyless-224.json"),
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["arch"] == "proxyless@224:" + "1" * 21 and out["macs"] > 4e8 and out["latency_ms"] > 1
+    bad = run_cli("predict", "proxyless@224:12", "--table", str(ROOT / "latency_tables" / "cpu-proxyless-224.json"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
