@@ -96,16 +96,56 @@ class CostModel:
 
     # -- prediction -----------------------------------------------------------------------------
     @cached_property
-    def calibration(self) -> tuple[float, float] | None:
-        """(scale, offset ms) fitted by ``hwnas table validate --calibrate`` and stored in the table."""
-        c = self.table.extra.get("calibration")
-        return (float(c["scale"]), float(c["offset_ms"])) if c else None
+    def features(self) -> dict[str, tuple[np.ndarray, float]]:
+        """Per-candidate terms a calibration may weigh, each as (layers x candidates array, fixed part).
 
-    def _calibrated(self, latency, calibrated: bool):
-        if calibrated and self.calibration:
-            scale, offset = self.calibration
-            return scale * latency + offset
-        return latency
+        All are sums over layers, so any linear calibration of them folds into a corrected LUT:
+        ``predicted_ms`` (the raw sum), ``blocks`` (calls that compute something), ``io_mb`` (their input +
+        output MB, where standalone blocks pay layout reorders), ``weight_mb`` (weights streamed from memory).
+        """
+        a = self.arrays
+        layers = self.space.searchable
+        shape = a["latency"].shape
+        blocks, io = np.zeros(shape), np.zeros(shape)
+        for i, layer in enumerate(layers):
+            for j, key in enumerate(layer.candidates):
+                entry = self.table.entries[str(key)]
+                if entry.latency is not None:
+                    blocks[i, j] = 1.0
+                    io[i, j] = (entry.memory.get("input_bytes", 0) + entry.memory.get("output_bytes", 0)) / 1e6
+        fixed = [self.table.entries[str(layer.candidates[0])] for layer in self.space.layers if not layer.searchable]
+        fixed_io = sum(e.memory.get("input_bytes", 0) + e.memory.get("output_bytes", 0) for e in fixed if e.latency)
+        return {"predicted_ms": (np.nan_to_num(a["latency"]), float(a["fixed_latency"])),
+                "blocks": (blocks, float(sum(e.latency is not None for e in fixed))),
+                "io_mb": (io, fixed_io / 1e6),
+                "weight_mb": (a["weights"] / 1e6, float(a["fixed_weights"]) / 1e6)}
+
+    def feature_values(self, choices: np.ndarray) -> dict[str, np.ndarray]:
+        """Every feature of ``(N, layers)`` choices, vectorized."""
+        rows = np.arange(choices.shape[1])
+        return {name: fixed + lut[rows, choices].sum(axis=1) for name, (lut, fixed) in self.features.items()}
+
+    @cached_property
+    def calibration(self) -> dict | None:
+        """The table's stored calibration: ``intercept_ms`` + Σ ``coef`` · feature (see :attr:`features`)."""
+        c = self.table.extra.get("calibration")
+        if not c:
+            return None
+        if "scale" in c:  # the plain form: measured = scale * predicted + offset
+            return {"terms": ["predicted_ms"], "coef": [c["scale"]], "intercept_ms": c["offset_ms"]}
+        return c
+
+    @cached_property
+    def _lut(self) -> dict[bool, tuple[np.ndarray, float]]:
+        """(layers x candidates latency LUT with NaN padding, fixed part): raw, and calibrated if a calibration
+        exists (the linear calibration folded into each candidate's entry)."""
+        raw = (self.arrays["latency"], float(self.arrays["fixed_latency"]))
+        c = self.calibration
+        if not c:
+            return {False: raw, True: raw}
+        lut = sum(coef * self.features[t][0] for t, coef in zip(c["terms"], c["coef"]))
+        fixed = c["intercept_ms"] + sum(coef * self.features[t][1] for t, coef in zip(c["terms"], c["coef"]))
+        return {False: raw, True: (np.where(np.isnan(raw[0]), np.nan, lut), float(fixed))}
 
     def predict(self, arch: Arch, calibrated: bool = True) -> Prediction:
         """One architecture, key by key (the reference the vectorized path is tested against)."""
@@ -114,9 +154,11 @@ class CostModel:
                               "use the table of the architecture's space setting")
         keys = [str(k) for k in self.space.keys_for(arch.choices)]
         latency = self.table.overhead.median + sum(self._latency(k) for k in keys)
+        if calibrated and self.calibration:
+            latency = self.predict_many(np.array([arch.choices]))["latency_ms"][0]
         weights = sum(self.table.entries[k].memory.get("weight_bytes", 0) for k in keys)
         graph = [self._graph[k] for k in keys]
-        return Prediction(latency_ms=float(self._calibrated(latency, calibrated)), weight_bytes=int(weights),
+        return Prediction(latency_ms=float(latency), weight_bytes=int(weights),
                           peak_activation_bytes=int(max(g[0] for g in graph)), macs=int(sum(g[1] for g in graph)),
                           params=int(sum(g[2] for g in graph)))
 
@@ -128,10 +170,11 @@ class CostModel:
             raise ConfigError(f"choices must be (N, {a['latency'].shape[0]}), got {c.shape}.",
                               "one row per architecture, one column per searchable layer")
         rows = np.arange(c.shape[1])
-        latency = a["fixed_latency"] + a["latency"][rows, c].sum(axis=1)
+        lut, fixed = self._lut[calibrated]
+        latency = fixed + lut[rows, c].sum(axis=1)
         if np.isnan(latency).any():
             raise ConfigError("a choice points past its layer's candidates.", "use 0..n-1 for each layer")
-        return {"latency_ms": self._calibrated(latency, calibrated),
+        return {"latency_ms": latency,
                 "weight_bytes": a["fixed_weights"] + a["weights"][rows, c].sum(axis=1),
                 "peak_activation_bytes": np.maximum(a["fixed_peak"], a["peak"][rows, c].max(axis=1))}
 
@@ -140,5 +183,6 @@ class CostModel:
         probabilities of padded slots must be zero)."""
         import torch
 
-        lut = torch.as_tensor(np.nan_to_num(self.arrays["latency"]), dtype=probs.dtype, device=probs.device)
-        return self._calibrated(float(self.arrays["fixed_latency"]) + (probs * lut).sum(), calibrated)
+        table, fixed = self._lut[calibrated]
+        lut = torch.as_tensor(np.nan_to_num(table), dtype=probs.dtype, device=probs.device)
+        return fixed + (probs * lut).sum()

@@ -28,24 +28,53 @@ from hwnas.pool import Job, Pool, Unit
 from hwnas.profiling import _Progress
 from hwnas.tables import Table
 
+TERMS = {"affine": ("predicted_ms",), "linear": ("predicted_ms", "blocks", "io_mb", "weight_mb")}
+
 
 @dataclass(frozen=True)
 class Calibration:
-    """measured ≈ scale · predicted + offset, fitted on ``fitted_on`` (arch strings)."""
+    """measured ≈ intercept + Σ coef · feature (features of :attr:`hwnas.cost.CostModel.features`).
 
-    scale: float
-    offset_ms: float
+    ``affine`` corrects scale and offset; ``linear`` adds the per-call count, the blocks' I/O volume and the
+    weight volume — the biases that summing standalone blocks has (layout reorders at each block's edges,
+    weights that stay cached in a block timed alone). The kind is chosen by leave-one-out error on the
+    fitted nets only.
+    """
+
+    kind: str
+    terms: tuple[str, ...]
+    coef: tuple[float, ...]
+    intercept_ms: float
     fitted_on: tuple[str, ...] = ()
+    loo_mape: float = float("nan")
 
-    def apply(self, predicted_ms):
-        return self.scale * predicted_ms + self.offset_ms
+    def apply(self, feats: dict[str, np.ndarray]) -> np.ndarray:
+        return self.intercept_ms + sum(c * np.asarray(feats[t]) for t, c in zip(self.terms, self.coef))
+
+    @staticmethod
+    def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        design = np.column_stack([np.ones(len(y)), x])
+        return np.linalg.lstsq(design, y, rcond=None)[0]
 
     @classmethod
-    def fit(cls, predicted: np.ndarray, measured: np.ndarray, archs: list[str]) -> Calibration:
-        if len(predicted) < 3:
+    def fit(cls, feats: dict[str, np.ndarray], measured: np.ndarray, archs: list[str]) -> Calibration:
+        if len(measured) < 3:
             raise ConfigError("calibration needs at least 3 fitted nets.", "raise --samples or --fit-fraction")
-        scale, offset = np.polyfit(predicted, measured, 1)
-        return cls(float(scale), float(offset), tuple(archs))
+        best = None
+        for kind, terms in TERMS.items():
+            if kind != "affine" and len(measured) < 3 * (len(terms) + 1):
+                continue  # too few nets for this many terms; the affine fit always runs
+            x = np.column_stack([feats[t] for t in terms])
+            loo = []
+            for i in range(len(measured)):
+                keep = np.arange(len(measured)) != i
+                w = cls._solve(x[keep], measured[keep])
+                loo.append(abs(w[0] + x[i] @ w[1:] - measured[i]) / measured[i])
+            w = cls._solve(x, measured)
+            cal = cls(kind, terms, tuple(float(v) for v in w[1:]), float(w[0]), tuple(archs), float(np.mean(loo)))
+            if best is None or cal.loo_mape < best.loo_mape:
+                best = cal
+        return best
 
 
 def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
@@ -88,9 +117,30 @@ def _archs(model: CostModel, samples: int, seed: int) -> list[Arch]:
     return out
 
 
+def _convert(job: tuple[str, dict, str, int, tuple[int, ...]]) -> str:
+    """Worker: convert one whole net into the artifact cache (conversion is the slow part on LiteRT)."""
+    from hwnas.devices import load_device_file
+
+    source, options, space_id, resolution, choices = job
+    device = load_device_file(Path(source)).with_options(**options)
+    arch = Arch(space_id, resolution, choices)
+    art = device.backend_instance().prepare(arch.build(), arch.space.input_shape, tag=f"net/{arch}")
+    return str(art.path)
+
+
+def _convert_parallel(device: Device, archs: list[Arch], jobs: int, advance) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    work = [(device.source, dict(device.options), a.space_id, a.resolution, a.choices) for a in archs]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        for _ in pool.map(_convert, work):
+            advance()
+
+
 def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int = 0, rounds: int = 3,
              settings: MeasureSettings | None = None, fit_fraction: float = 0.3, out: Path | None = None,
-             resume: bool = False, force: bool = False, progress: bool = True) -> ValidationReport:
+             resume: bool = False, force: bool = False, progress: bool = True, jobs: int = 1) -> ValidationReport:
     table = Table.load(table_path)
     backend = device.backend_instance()
     backend.check_ready()
@@ -104,10 +154,13 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
     ckpt = Checkpoint.open(out, state, resume=resume, force=force)
     with _Progress(progress) as bars:
         advance = bars.task("convert", len(archs))
+        if jobs > 1:  # fill the artifact cache in parallel; nothing is timed meanwhile
+            _convert_parallel(device, archs, jobs, advance)
         artifacts = {}
         for a in archs:
             artifacts[str(a)] = backend.prepare(a.build(), model.space.input_shape, tag=f"net/{a}")
-            advance()
+            if jobs <= 1:
+                advance()
         names = list(artifacts)
         jobs = [Job(names[i], f"r{r}") for r in range(rounds)
                 for i in np.random.default_rng([seed, r]).permutation(len(names))]
@@ -117,6 +170,8 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
         Pool(units, ckpt, advance).run(jobs, settings.split(rounds))
     measured = {n: pool_rounds([ckpt.load(Checkpoint.name(n, f"r{r}")) for r in range(rounds)]) for n in names}
     raw = {n: model.predict(Arch.parse(n), calibrated=False).latency_ms for n in names}
+    feats = model.feature_values(np.array([Arch.parse(n).choices for n in names]))
+    feat = {n: {t: float(v[i]) for t, v in feats.items()} for i, n in enumerate(names)}
     n_fit = max(3, int(round(fit_fraction * (len(names) - 1)))) if fit_fraction > 0 else 0
     fit, held = names[1:1 + n_fit], [names[0], *names[1 + n_fit:]]  # the reference net is always held out
     report = ValidationReport(device=device.name, table=str(table_path))
@@ -129,10 +184,12 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
 
     report.uncalibrated = {"all": metrics(*arr(names)), "heldout": metrics(*arr(held))}
     if fit:
-        cal = Calibration.fit(*arr(fit), fit)
-        p, m = arr(held)
+        def table_of(ns):
+            return {t: np.array([feat[n][t] for n in ns]) for t in feats}
+
+        cal = Calibration.fit(table_of(fit), arr(fit)[1], fit)
         report.calibration = asdict(cal)
-        report.calibrated_heldout = metrics(cal.apply(p), m)
+        report.calibrated_heldout = metrics(cal.apply(table_of(held)), arr(held)[1])
     atomic_write_text(out, report.to_json())
     ckpt.remove()
     return report
@@ -174,7 +231,10 @@ def plot(report: ValidationReport, path: Path) -> Path:
     ax.set_xlabel("predicted latency (ms, table sum)")
     ax.set_ylabel("measured latency (ms, median)")
     u = report.uncalibrated["heldout"]
-    ax.set_title(f"{report.device}: held-out within ±10% {u['within_10pct']:.0%}, ρ {u['spearman']:.3f}")
+    title = f"{report.device}, held-out: ±10% {u['within_10pct']:.0%} raw"
+    if report.calibrated_heldout:
+        title += f", {report.calibrated_heldout['within_10pct']:.0%} calibrated"
+    ax.set_title(f"{title}; ρ {u['spearman']:.3f}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
+from hwnas.arch import Arch
 from hwnas.backends.base import MeasureSettings
 from hwnas.cost import CostModel
 from hwnas.devices import get_device
@@ -23,10 +24,22 @@ def test_metrics_on_known_values():
 
 
 def test_calibration_recovers_scale_and_offset():
-    p = np.linspace(1, 10, 20)
-    cal = Calibration.fit(p, 1.1 * p + 0.3, [f"a{i}" for i in range(20)])
-    assert cal.scale == pytest.approx(1.1) and cal.offset_ms == pytest.approx(0.3)
-    assert cal.apply(2.0) == pytest.approx(2.5)
+    rng = np.random.default_rng(0)
+    feats = {t: rng.random(20) for t in ("predicted_ms", "blocks", "io_mb", "weight_mb")}
+    feats["predicted_ms"] = np.linspace(1, 10, 20)
+    cal = Calibration.fit(feats, 1.1 * feats["predicted_ms"] + 0.3, [f"a{i}" for i in range(20)])
+    assert cal.kind == "affine" or max(abs(c) for c in cal.coef[1:]) < 1e-9
+    assert cal.coef[0] == pytest.approx(1.1) and cal.intercept_ms == pytest.approx(0.3)
+    assert cal.apply({"predicted_ms": 2.0, "blocks": 0, "io_mb": 0, "weight_mb": 0}) == pytest.approx(2.5)
+
+
+def test_calibration_picks_the_richer_model_when_the_bias_is_per_block():
+    rng = np.random.default_rng(1)
+    feats = {"predicted_ms": rng.uniform(5, 10, 40), "blocks": rng.integers(15, 26, 40).astype(float),
+             "io_mb": rng.uniform(10, 20, 40), "weight_mb": rng.uniform(5, 15, 40)}
+    measured = feats["predicted_ms"] - 0.05 * feats["blocks"] + 0.01 * rng.standard_normal(40)
+    cal = Calibration.fit(feats, measured, [str(i) for i in range(40)])
+    assert cal.kind == "linear" and cal.coef[1] == pytest.approx(-0.05, abs=0.01)
 
 
 @pytest.mark.slow
@@ -48,10 +61,13 @@ def test_validate_measures_nets_and_stores_a_calibration(tmp_path):
     assert report.uncalibrated["all"]["mape"] < 0.25
     store_calibration(table_path, report)
     model = CostModel(Table.load(table_path))
-    scale, offset = model.calibration
+    cal = Calibration(**{k: report.calibration[k] for k in ("kind", "terms", "coef", "intercept_ms")})
     choices = np.array([space.reference_choices()])
-    raw = model.predict_many(choices, calibrated=False)["latency_ms"][0]
-    assert model.predict_many(choices)["latency_ms"][0] == pytest.approx(scale * raw + offset)
+    expected = cal.apply(model.feature_values(choices))[0]
+    assert model.predict_many(choices)["latency_ms"][0] == pytest.approx(expected)  # folded into the LUT
+    arch = Arch.of(space, choices[0])
+    assert model.predict(arch).latency_ms == pytest.approx(expected)
+    assert model.predict(arch, calibrated=False).latency_ms != pytest.approx(expected)
 
 
 def test_predict_cli_prints_the_reference_net():

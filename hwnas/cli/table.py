@@ -78,6 +78,7 @@ def validate(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted validation."),
     force: bool = typer.Option(False, "--force", help="Discard an interrupted validation."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Processes converting nets in parallel (before any timing)."),
 ) -> None:
     """Measure random networks end to end and report how well the table predicts them."""
     from hwnas import validate as v
@@ -85,7 +86,8 @@ def validate(
 
     settings = MeasureSettings(warmup_runs=5, min_runs=30, min_seconds=min_seconds)
     report = v.validate(get_device(device), table, samples, seed=seed, rounds=rounds, settings=settings,
-                        fit_fraction=fit_fraction, out=out, resume=resume, force=force, progress=not quiet)
+                        fit_fraction=fit_fraction, out=out, resume=resume, force=force, progress=not quiet,
+                        jobs=jobs)
     if plot:
         v.plot(report, plot)
     if calibrate:
@@ -100,5 +102,7 @@ def validate(
     console.print(rows)
     if report.calibration:
         c = report.calibration
-        console.print(f"calibration: measured = {c['scale']:.4f} x predicted {c['offset_ms']:+.4f} ms "
-                      f"(fitted on {len(c['fitted_on'])} nets){'; stored in the table' if calibrate else ''}")
+        terms = " ".join(f"{v:+.4g}*{t}" for t, v in zip(c["terms"], c["coef"]))
+        console.print(f"calibration ({c['kind']}, leave-one-out error {c['loo_mape']:.2%} on its "
+                      f"{len(c['fitted_on'])} fitted nets): measured = {c['intercept_ms']:+.4g} {terms}"
+                      f"{'; stored in the table' if calibrate else ''}")
