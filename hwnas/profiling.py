@@ -23,6 +23,7 @@ from hwnas.devices import Device
 from hwnas.errors import ConfigError, OutputError
 from hwnas.footprint import block_footprint
 from hwnas.pool import Job, Pool, Unit
+from hwnas.progress import ProgressBars
 from hwnas.spaces import FREE_OPS, OpKey, SearchSpace
 from hwnas.stats import LatencyStats
 from hwnas.tables import Entry, Table, table_stem
@@ -65,46 +66,10 @@ def default_table_path(device: Device, space: SearchSpace, folder: Path = Path("
     return folder / f"{table_stem(device.name, space.id, space.resolution)}.json"
 
 
-def _overhead_module():
+def overhead_module():
     from torch import nn
 
     return nn.ReLU().eval()
-
-
-class _Progress:
-    """A rich progress display with ETA on stderr, or nothing."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                console=Console(stderr=True))
-
-    def __enter__(self) -> _Progress:
-        if self.bar:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar:
-            self.bar.__exit__(*exc)
-
-    def task(self, description: str, total: int) -> Callable[[int], None]:
-        if not self.bar:
-            return lambda n=1: None
-        tid = self.bar.add_task(description, total=total)
-        return lambda n=1: self.bar.advance(tid, n)
 
 
 class Profiler:
@@ -133,7 +98,7 @@ class Profiler:
         state = {"device": fingerprint, "space": space_meta, "settings": self.options.to_dict()}
         ckpt = Checkpoint.open(self.out, state, resume=resume, force=force)
         reused = len(ckpt.done())
-        with _Progress(progress) as bars:
+        with ProgressBars(progress) as bars:
             artifacts = self._prepare(backend, bars)
             pool_units = [Unit(label, b, artifacts) for label, b in units]
             rounds = self._measure_rounds(ckpt, pool_units, bars, log)
@@ -149,10 +114,10 @@ class Profiler:
         return ProfileResult(table=table, path=self.out, reused=reused, measured=measured)
 
     # -- phases ---------------------------------------------------------------------------------
-    def _prepare(self, backend: Backend, bars: _Progress) -> dict[str, Artifact]:
+    def _prepare(self, backend: Backend, bars: ProgressBars) -> dict[str, Artifact]:
         keys = self.space.measurable_keys()
         advance = bars.task("convert", len(keys) + 1)
-        artifacts = {OVERHEAD: backend.prepare(_overhead_module(), (1, 8), tag=OVERHEAD)}
+        artifacts = {OVERHEAD: backend.prepare(overhead_module(), (1, 8), tag=OVERHEAD)}
         advance()
         for key in keys:
             tag = f"{self.space.name}/{key}"
@@ -163,7 +128,7 @@ class Profiler:
     def _names(self) -> list[str]:
         return [OVERHEAD, *(str(k) for k in self.space.measurable_keys())]
 
-    def _measure_rounds(self, ckpt: Checkpoint, units: list[Unit], bars: _Progress,
+    def _measure_rounds(self, ckpt: Checkpoint, units: list[Unit], bars: ProgressBars,
                         log: Callable[[str], None]) -> dict[str, list[RoundResult]]:
         """Every name once per round; each round in its own random order (interleaved, drift-fair)."""
         names, rounds = self._names(), self.options.rounds
@@ -175,7 +140,7 @@ class Profiler:
         return {n: [ckpt.load(Checkpoint.name(n, f"r{r}")) for r in range(rounds)] for n in names}
 
     def _stats_with_retries(self, ckpt: Checkpoint, units: list[Unit], rounds: dict[str, list[RoundResult]],
-                            bars: _Progress, log: Callable[[str], None]
+                            bars: ProgressBars, log: Callable[[str], None]
                             ) -> dict[str, tuple[LatencyStats, tuple[str, ...]]]:
         """Pooled statistics; wide entries get one fresh measurement and keep the steadier set."""
         limit = self.options.spread_limit

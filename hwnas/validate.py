@@ -25,7 +25,7 @@ from hwnas.cost import CostModel
 from hwnas.devices import Device
 from hwnas.errors import ConfigError
 from hwnas.pool import Job, Pool, Unit
-from hwnas.profiling import _Progress
+from hwnas.progress import ProgressBars
 from hwnas.tables import Table
 
 TERMS = {"affine": ("predicted_ms",), "linear": ("predicted_ms", "blocks", "io_mb", "weight_mb")}
@@ -152,7 +152,7 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
     state = {"table": table.to_dict()["device"], "archs": [str(a) for a in archs], "settings": settings.to_dict(),
              "rounds": rounds}
     ckpt = Checkpoint.open(out, state, resume=resume, force=force)
-    with _Progress(progress) as bars:
+    with ProgressBars(progress) as bars:
         advance = bars.task("convert", len(archs))
         if jobs > 1:  # fill the artifact cache in parallel; nothing is timed meanwhile
             _convert_parallel(device, archs, jobs, advance)

@@ -21,7 +21,7 @@ import numpy as np
 
 from hwnas.backends.base import Backend, MeasureSettings
 from hwnas.devices import get_device
-from hwnas.profiling import _overhead_module, input_shape
+from hwnas.profiling import input_shape, overhead_module
 from hwnas.spaces import FREE_OPS, get_space
 from hwnas.stats import summarize
 from hwnas.tables import Table
@@ -44,7 +44,7 @@ def main() -> None:
     keys = [k for k in space.keys_for(space.reference_choices()) if k.op not in FREE_OPS]
     uses = Counter(str(k) for k in keys)
     arts = {str(k): backend.prepare(space.build_op(k), input_shape(k), tag=f"{space.name}/{k}") for k in keys}
-    arts["overhead"] = backend.prepare(_overhead_module(), (1, 8), tag="overhead")
+    arts["overhead"] = backend.prepare(overhead_module(), (1, 8), tag="overhead")
     arts["whole"] = backend.prepare(space.build(space.reference_choices()), space.input_shape,
                                     tag=f"reference-net/{space.id}/{space.resolution}")
     sessions = {n: backend.load(a) for n, a in arts.items()}
