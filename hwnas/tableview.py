@@ -49,15 +49,10 @@ def layer_matrix(table: Table, space: SearchSpace) -> tuple[list[str], list[str]
 
 def plot_heatmap(table: Table, path: Path) -> Path:
     """Write a layer x candidate heatmap of median latency to ``path`` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from hwnas.atomic import atomic_write_bytes
+    from hwnas.plotting import pyplot, save_png
 
     rows, cols, grid = layer_matrix(table, space_of(table))
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(cols), 1.0 + 0.32 * len(rows)))
+    fig, ax = pyplot().subplots(figsize=(1.0 + 0.8 * len(cols), 1.0 + 0.32 * len(rows)))
     im = ax.imshow(grid, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), rows)
@@ -67,14 +62,7 @@ def plot_heatmap(table: Table, path: Path) -> Path:
                     color="white" if v < np.nanmax(grid) * 0.6 else "black")
     fig.colorbar(im, ax=ax, label="median latency (ms)")
     ax.set_title(f"{table.file_stem}: {table.fingerprint.get('runtime')} {table.fingerprint.get('runtime_version')}")
-    fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+    return save_png(fig, path)
 
 
 @dataclass

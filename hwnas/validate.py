@@ -208,16 +208,10 @@ def store_calibration(table_path: Path, report: ValidationReport) -> None:
 
 
 def plot(report: ValidationReport, path: Path) -> Path:
-    import io
+    """Predicted vs measured latency, fitted and held-out nets, with the ±10% band."""
+    from hwnas.plotting import pyplot, save_png
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from hwnas.atomic import atomic_write_bytes
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = pyplot().subplots(figsize=(5.5, 5))
     for split, color in (("fit", "tab:orange"), ("heldout", "tab:blue")):
         pts = [(n["predicted_ms"], n["measured"]["median"]) for n in report.nets if n["split"] == split]
         if pts:
@@ -236,9 +230,4 @@ def plot(report: ValidationReport, path: Path) -> Path:
         title += f", {report.calibrated_heldout['within_10pct']:.0%} calibrated"
     ax.set_title(f"{title}; ρ {u['spearman']:.3f}", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+    return save_png(fig, path)
