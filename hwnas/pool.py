@@ -130,16 +130,16 @@ class Pool:
             self.pending.insert(0, job)
             for name in [n for n, o in self.owner.items() if o == unit.label]:
                 del self.owner[name]
-                if not all(self.ckpt.has(j.file) for j in self.jobs if j.name == name):
-                    redo = self._release_partial(name, self.jobs)
-                    self.pending[:0] = [j for j in redo if j not in self.pending]
-                    self.advance(-len([j for j in redo if j != job]))
+                mine = [j for j in self.jobs if j.name == name]
+                done = [j for j in mine if self.ckpt.has(j.file)]
+                if len(done) < len(mine):  # unfinished: all its rounds go back to the queue
+                    self._release_partial(name, self.jobs)
+                    self.pending[:0] = [j for j in mine if j not in self.pending]
+                    self.advance(-len(done))
             self.cond.notify_all()
 
-    def _release_partial(self, name: str, jobs: list[Job]) -> list[Job]:
-        """Drop an unfinished key's rounds so one unit measures all of them; returns its jobs."""
-        mine = [j for j in jobs if j.name == name]
-        for j in mine:
-            if self.ckpt.has(j.file):
+    def _release_partial(self, name: str, jobs: list[Job]) -> None:
+        """Drop an unfinished key's finished rounds, so that one unit measures all of them."""
+        for j in jobs:
+            if j.name == name and self.ckpt.has(j.file):
                 self.ckpt.discard(j.file)
-        return mine
