@@ -120,3 +120,21 @@ def test_litert_with_xnnpack_times_a_block():
     np.testing.assert_allclose(backend.run(art, x), _torch_out(module, x), rtol=1e-4, atol=1e-4)
     stats = backend.measure(art, FAST)
     assert stats.n >= 20 and stats.median > 0
+
+
+@needs_tflite
+def test_litert_conversion_failure_names_the_cause(tmp_path):
+    from torch import nn
+
+    from hwnas.backends.litert import to_tflite
+    from hwnas.errors import MeasurementError
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: torch.export cannot trace it
+                return x
+            return -x
+
+    with pytest.raises(MeasurementError, match="litert-torch failed to convert") as info:
+        to_tflite(Broken().eval(), (1, 4), tmp_path / "b.tflite")
+    assert "converter output" in info.value.message and not (tmp_path / "b.tflite").exists()

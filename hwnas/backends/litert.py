@@ -42,14 +42,17 @@ def to_tflite(module: torch.nn.Module, input_shape: tuple[int, ...], path: Path)
         outputs = [0] if out_rank == 4 else []
         wrapped = litert_torch.to_channel_last_io(module, args=[0], outputs=outputs).eval()
     sample = torch.zeros(_nhwc(input_shape))
+    failure: Exception | None = None
     with warnings.catch_warnings(), native_output_captured() as log:
         warnings.simplefilter("ignore")
         try:
             litert_torch.convert(wrapped, (sample,)).export(str(path))
-        except Exception as exc:
-            raise MeasurementError(f"litert-torch failed to convert the module: {exc}",
-                                   "report the op key; the captured converter log follows") from exc
-    del log
+        except Exception as exc:  # re-raised below, once the converter's own output has been collected
+            failure = exc
+    if failure is not None:
+        tail = "\n".join("".join(log).strip().splitlines()[-8:])
+        raise MeasurementError(f"litert-torch failed to convert the module: {failure}\nconverter output:\n{tail}",
+                               "report this with the op key and the output above") from failure
 
 
 class _LiteRTSession(Session):
