@@ -77,6 +77,17 @@ class Checkpoint:
             raise TableError(f"checkpoint entry {self.folder / name} is unreadable ({exc}).",
                              "pass --force to discard the interrupted run and start over") from None
 
+    def save_info(self, name: str, info: dict) -> None:
+        """A finished measurement that is not a timing (e.g. a memory probe's figures)."""
+        atomic_write_text(self.folder / f"{name}.json", json.dumps({"info": info}))
+
+    def load_info(self, name: str) -> dict:
+        try:
+            return json.loads((self.folder / f"{name}.json").read_text())["info"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TableError(f"checkpoint entry {self.folder / name} is unreadable ({exc}).",
+                             "pass --force to discard the interrupted run and start over") from None
+
     def discard(self, name: str) -> None:
         for suffix in (".json", ".npy"):
             (self.folder / f"{name}{suffix}").unlink(missing_ok=True)

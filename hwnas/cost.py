@@ -4,7 +4,9 @@ latency(arch) = overhead + Σ_layers (entry − overhead): every table entry was
 so carries one per-call overhead; the whole network pays it once. Fixed layers are included.
 Weights are the table's BN-folded weight bytes per entry; peak activation memory is the largest
 per-block liveness peak along the chain (only the tensor between two blocks crosses a boundary), each
-block's peak from its dataflow graph (:mod:`hwnas.netgraph`).
+block's peak from its dataflow graph (:mod:`hwnas.netgraph`), shaped by how the table's runtime holds the
+graph's input and output: read in place from the caller (ONNX Runtime: the network's input is not counted)
+or kept in the runtime's arena for the whole run (TFLite: input and output added to the peak).
 
 ``predict_many`` prices a whole population given as an ``(N, layers)`` int array with array
 indexing — no Python loop per architecture; ``expected_latency`` is the differentiable
@@ -37,14 +39,15 @@ _BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 class Prediction:
     latency_ms: float
     weight_bytes: int
-    peak_activation_bytes: int
+    peak_activation_bytes: int  # per-block liveness, composed (what predict_many gives for a population)
     macs: int
     params: int
+    planned_activation_bytes: int = 0  # the whole graph under the runtime's own buffer planning
 
     @property
     def memory_bytes(self) -> int:
-        """MemNet's total: weights plus the activation peak."""
-        return self.weight_bytes + self.peak_activation_bytes
+        """MemNet's total: weights plus the activation memory the runtime allocates."""
+        return self.weight_bytes + max(self.planned_activation_bytes, self.peak_activation_bytes)
 
 
 class CostModel:
@@ -65,14 +68,52 @@ class CostModel:
         return 0.0 if entry.latency is None else entry.latency.median - self.table.overhead.median
 
     @cached_property
-    def _graph(self) -> dict[str, tuple[int, int, int]]:
-        """(peak activation bytes, MACs, params) per unique key, from its dataflow graph."""
-        size = _BYTES[self.table.fingerprint.get("precision", "fp32")]
+    def _graph(self) -> dict[str, tuple[int, int, int, int]]:
+        """(peak activation bytes, MACs, params, peak without the input) per unique key, from its dataflow graph."""
         out = {}
         for key in self.space.unique_keys():
-            c = graph_cost(self.space.build_op(key), input_shape(key), size)
-            out[str(key)] = (c.peak_activation_bytes, c.macs, c.params)
+            c = graph_cost(self.space.build_op(key), input_shape(key), self._elem_bytes)
+            out[str(key)] = (c.peak_activation_bytes, c.macs, c.params, c.peak_without_input_bytes)
         return out
+
+    @cached_property
+    def _elem_bytes(self) -> int:
+        return _BYTES[self.table.fingerprint.get("precision", "fp32")]
+
+    @cached_property
+    def _backend_class(self):
+        from hwnas.backends import BACKENDS
+
+        name = self.table.fingerprint.get("backend", "")
+        return BACKENDS.get(name) if name in BACKENDS else None
+
+    def planned_activation(self, arch: Arch) -> int:
+        """Activation bytes of the whole network as the table's runtime plans its buffers
+        (:mod:`hwnas.memplan`), the resident graph I/O included: what its allocator reports, within a few %."""
+        from hwnas.memplan import planned_peak
+        from hwnas.netgraph import dataflow_graph
+
+        cache = self.__dict__.setdefault("_planned", {})
+        key = str(arch)
+        if key not in cache:
+            planner = self._backend_class.memory_planner if self._backend_class else "liveness"
+            g = dataflow_graph(arch.build(), self.space.input_shape, self._elem_bytes)
+            cache[key] = planned_peak(g, planner, count_input=False) + self._resident_io_bytes
+        return cache[key]
+
+    @cached_property
+    def _resident_io_bytes(self) -> int:
+        """Graph input + output bytes, where the table's runtime holds them for the whole run; else 0."""
+        if self._backend_class is None or not self._backend_class.holds_graph_io:
+            return 0
+        keys = self.space.keys_for(self.space.reference_choices())
+        return self._elem_bytes * (int(np.prod(keys[0].inp)) + int(np.prod(keys[-1].out)))
+
+    def _peak(self, key: str, position: int) -> int:
+        """A block's activation peak at ``position`` in the network: the first block's input is the network's
+        input, which the caller owns (not counted) or the runtime holds throughout (in the resident I/O)."""
+        g = self._graph[key]
+        return g[3] if position == 0 else g[0]
 
     @cached_property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -83,16 +124,19 @@ class CostModel:
         lat = np.full((len(layers), width), np.nan)
         weights = np.zeros((len(layers), width))
         peak = np.zeros((len(layers), width))
+        position = {layer.name: p for p, layer in enumerate(self.space.layers)}
         for i, layer in enumerate(layers):
             for j, key in enumerate(map(str, layer.candidates)):
                 lat[i, j] = self._latency(key)
                 weights[i, j] = self.table.entries[key].memory.get("weight_bytes", 0)
-                peak[i, j] = self._graph[key][0]
+                peak[i, j] = self._peak(key, position[layer.name])
         fixed = [str(layer.candidates[0]) for layer in self.space.layers if not layer.searchable]
+        fixed_peak = max((self._peak(str(layer.candidates[0]), p) for p, layer in enumerate(self.space.layers)
+                          if not layer.searchable), default=0)
         return {"latency": lat, "weights": weights, "peak": peak,
                 "fixed_latency": np.array(self.table.overhead.median + sum(self._latency(k) for k in fixed)),
                 "fixed_weights": np.array(sum(self.table.entries[k].memory.get("weight_bytes", 0) for k in fixed)),
-                "fixed_peak": np.array(max(self._graph[k][0] for k in fixed))}
+                "fixed_peak": np.array(fixed_peak)}
 
     # -- prediction -----------------------------------------------------------------------------
     @cached_property
@@ -147,8 +191,9 @@ class CostModel:
         fixed = c["intercept_ms"] + sum(coef * self.features[t][1] for t, coef in zip(c["terms"], c["coef"]))
         return {False: raw, True: (np.where(np.isnan(raw[0]), np.nan, lut), float(fixed))}
 
-    def predict(self, arch: Arch, calibrated: bool = True) -> Prediction:
-        """One architecture, key by key (the reference the vectorized path is tested against)."""
+    def predict(self, arch: Arch, calibrated: bool = True, planned: bool = True) -> Prediction:
+        """One architecture, key by key (the reference the vectorized path is tested against); ``planned``
+        also plans its whole graph's buffers as the runtime does (tens of ms)."""
         if arch.space_id != self.space.id or arch.resolution != self.space.resolution:
             raise ConfigError(f"architecture {arch} is not of {self.space.id}@{self.space.resolution}.",
                               "use the table of the architecture's space setting")
@@ -158,9 +203,10 @@ class CostModel:
             latency = self.predict_many(np.array([arch.choices]))["latency_ms"][0]
         weights = sum(self.table.entries[k].memory.get("weight_bytes", 0) for k in keys)
         graph = [self._graph[k] for k in keys]
-        return Prediction(latency_ms=float(latency), weight_bytes=int(weights),
-                          peak_activation_bytes=int(max(g[0] for g in graph)), macs=int(sum(g[1] for g in graph)),
-                          params=int(sum(g[2] for g in graph)))
+        peak = max(self._peak(k, p) for p, k in enumerate(keys)) + self._resident_io_bytes
+        return Prediction(latency_ms=float(latency), weight_bytes=int(weights), peak_activation_bytes=int(peak),
+                          macs=int(sum(g[1] for g in graph)), params=int(sum(g[2] for g in graph)),
+                          planned_activation_bytes=self.planned_activation(arch) if planned else 0)
 
     def predict_many(self, choices: np.ndarray, calibrated: bool = True) -> dict[str, np.ndarray]:
         """Latency (ms), weight bytes and peak activation bytes of ``(N, layers)`` choices, as arrays."""
@@ -176,7 +222,8 @@ class CostModel:
             raise ConfigError("a choice points past its layer's candidates.", "use 0..n-1 for each layer")
         return {"latency_ms": latency,
                 "weight_bytes": a["fixed_weights"] + a["weights"][rows, c].sum(axis=1),
-                "peak_activation_bytes": np.maximum(a["fixed_peak"], a["peak"][rows, c].max(axis=1))}
+                "peak_activation_bytes": np.maximum(a["fixed_peak"], a["peak"][rows, c].max(axis=1))
+                + self._resident_io_bytes}
 
     def expected_latency(self, probs: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
         """Σ_layers Σ_candidates p · LUT (+ fixed part): differentiable in ``probs`` (layers x max candidates;

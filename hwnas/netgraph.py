@@ -4,11 +4,13 @@ The module is traced with torch.fx and shapes are propagated; each op becomes a 
 DiGraph carrying the bytes it allocates. Ops a deployed runtime fuses or runs in place (BatchNorm,
 ReLU/ReLU6, identity, views) allocate nothing: they alias their input's buffer. Walking the ops in
 execution order, a buffer lives from the op that writes it to the last op that reads it (a residual
-input stays alive across its branch); the peak is the largest sum of live buffers at any step.
+input stays alive across its branch); :mod:`hwnas.memplan` turns that into peaks, by pure liveness or by
+a runtime's own planning rules.
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import networkx as nx
@@ -31,6 +33,7 @@ class _Tracer(fx.Tracer):
 @dataclass(frozen=True)
 class GraphCost:
     peak_activation_bytes: int  # largest sum of live buffers (input and output included)
+    peak_without_input_bytes: int  # the same with the input not counted (a caller's buffer the runtime reads)
     macs: int  # multiply-accumulates of convolutions and linear layers
     params: int  # parameters as trained (BatchNorm unfolded)
 
@@ -53,8 +56,9 @@ def dataflow_graph(module: nn.Module, input_shape: tuple[int, ...], bytes_per_el
             node.op == "call_module" and isinstance(modules[node.target], ALIAS_MODULES)) or (
             node.op == "call_method" and node.target in ALIAS_METHODS)
         buffer = g.nodes[sources[0].name]["buffer"] if alias and sources else node.name
-        g.add_node(node.name, order=order, bytes=0 if alias else size, buffer=buffer,
-                   macs=_macs(node, modules), output=node.op == "output")
+        g.add_node(node.name, order=order, bytes=0 if alias else size, buffer=buffer, shape=tuple(shape or ()),
+                   macs=_macs(node, modules), output=node.op == "output", input=node.op == "placeholder",
+                   elementwise_add=node.op == "call_function" and node.target in (operator.add, torch.add))
         for src in sources:
             g.add_edge(src.name, node.name)
     return g
@@ -73,31 +77,11 @@ def _macs(node: fx.Node, modules: dict[str, nn.Module]) -> int:
     return 0
 
 
-def peak_activation(g: nx.DiGraph) -> int:
-    """Liveness in execution order: the most bytes held by buffers written and still to be read."""
-    order = sorted(g.nodes, key=lambda n: g.nodes[n]["order"])
-    size = {n: g.nodes[n]["bytes"] for n in order if g.nodes[n]["buffer"] == n}
-    last_use: dict[str, int] = {}
-    for n in order:
-        buf = g.nodes[n]["buffer"]
-        t = g.nodes[n]["order"]
-        last_use[buf] = max(last_use.get(buf, t), t)
-        for src in g.predecessors(n):
-            b = g.nodes[src]["buffer"]
-            last_use[b] = max(last_use.get(b, t), t)
-    peak = live = 0
-    ends: dict[int, int] = {}
-    for n in order:
-        t = g.nodes[n]["order"]
-        if g.nodes[n]["buffer"] == n:
-            live += size[n]
-            ends[last_use[n]] = ends.get(last_use[n], 0) + size[n]
-        peak = max(peak, live)
-        live -= ends.pop(t, 0)
-    return peak
-
-
 def graph_cost(module: nn.Module, input_shape: tuple[int, ...], bytes_per_elem: int = 4) -> GraphCost:
     g = dataflow_graph(module, input_shape, bytes_per_elem)
-    return GraphCost(peak_activation_bytes=peak_activation(g), macs=sum(d["macs"] for _, d in g.nodes(data=True)),
+    from hwnas.memplan import planned_peak
+
+    return GraphCost(peak_activation_bytes=planned_peak(g),
+                     peak_without_input_bytes=planned_peak(g, count_input=False),
+                     macs=sum(d["macs"] for _, d in g.nodes(data=True)),
                      params=sum(p.numel() for p in module.parameters()))

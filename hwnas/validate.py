@@ -4,8 +4,18 @@
 converts each whole network for the device's runtime, and times them in interleaved rounds, each in a new
 random order (checkpointed like profiling, so ``resume`` loses nothing). It reports, per split, the share of
 nets within ±5% and ±10%, the mean absolute % error, Spearman ρ and Kendall τ of predicted vs measured
-latency. The first ``fit_fraction`` of the nets fit a scale + offset calibration; the rest are held out
-and reported before and after it (never on the nets it was fitted on).
+latency. The first ``fit_fraction`` of the nets fit a calibration; the rest are held out and reported
+before and after it (never on the nets it was fitted on).
+
+Rounds: this host is shared, and its speed drifts by several percent over minutes. Within one round a
+net's median is tight, but two runs of the same 101 nets three rounds each differed by 3.6% per net
+(BENCHMARKS.md), which alone caps the rank correlation near 0.97. Many short rounds (9 by default) sample
+every net at many moments, so the drift averages out instead of landing on whichever nets ran during it.
+
+Memory: each net's peak activation memory is also measured as the runtime allocates it
+(:mod:`hwnas.memprobe`, one fresh process per net) and compared with the prediction: the whole graph under
+the runtime's buffer planning (:mod:`hwnas.memplan`), and, for reference, the per-block liveness bound
+that ``predict_many`` composes.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from hwnas.checkpoint import Checkpoint
 from hwnas.cost import CostModel
 from hwnas.devices import Device
 from hwnas.errors import ConfigError
+from hwnas.memprobe import PROBES, measure_activation_memory
 from hwnas.pool import Job, Pool, Unit
 from hwnas.progress import ProgressBars
 from hwnas.tables import Table
@@ -92,10 +103,11 @@ def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
 class ValidationReport:
     device: str
     table: str
-    nets: list[dict] = field(default_factory=list)  # arch, predicted_ms, measured (stats), split
+    nets: list[dict] = field(default_factory=list)  # arch, predicted_ms, measured (stats), split, memory
     uncalibrated: dict = field(default_factory=dict)  # split -> metrics
     calibration: dict | None = None
     calibrated_heldout: dict | None = None
+    memory: dict | None = None  # method, and metrics of predicted vs measured peak activation bytes (all nets)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -138,16 +150,18 @@ def _convert_parallel(device: Device, archs: list[Arch], jobs: int, advance) -> 
             advance()
 
 
-def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int = 0, rounds: int = 3,
+def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int = 0, rounds: int = 9,
              settings: MeasureSettings | None = None, fit_fraction: float = 0.3, out: Path | None = None,
-             resume: bool = False, force: bool = False, progress: bool = True, jobs: int = 1) -> ValidationReport:
+             resume: bool = False, force: bool = False, progress: bool = True, jobs: int = 1,
+             memory: bool = True) -> ValidationReport:
     table = Table.load(table_path)
     backend = device.backend_instance()
     backend.check_ready()
     table.check_fingerprint(backend.fingerprint())
     model = CostModel(table)
     archs = _archs(model, samples, seed)
-    settings = settings or MeasureSettings(warmup_runs=5, min_runs=30, min_seconds=0.6)
+    settings = settings or MeasureSettings(warmup_runs=5, min_runs=30, min_seconds=1.8)
+    memory = memory and backend.name in PROBES
     out = Path(out) if out else Path(table_path).with_name(Path(table_path).stem + f".validation-{samples}.json")
     state = {"table": table.to_dict()["device"], "archs": [str(a) for a in archs], "settings": settings.to_dict(),
              "rounds": rounds}
@@ -168,6 +182,15 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
         advance(sum(ckpt.has(j.file) for j in jobs))
         units = [Unit(label, b, artifacts) for label, b in backend.units()]
         Pool(units, ckpt, advance).run(jobs, settings.split(rounds))
+        if memory:  # after all timing: the probes' processes must not disturb it
+            advance = bars.task("memory", len(names))
+            for n in names:
+                name = Checkpoint.name(n, "memory")
+                if not ckpt.has(name):
+                    art = artifacts[n]
+                    ckpt.save_info(name, measure_activation_memory(backend.name, art.path, art.input_shape,
+                                                                   device.threads))
+                advance()
     measured = {n: pool_rounds([ckpt.load(Checkpoint.name(n, f"r{r}")) for r in range(rounds)]) for n in names}
     raw = {n: model.predict(Arch.parse(n), calibrated=False).latency_ms for n in names}
     feats = model.feature_values(np.array([Arch.parse(n).choices for n in names]))
@@ -178,6 +201,17 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
     for n in names:
         report.nets.append({"arch": n, "predicted_ms": raw[n], "measured": measured[n].to_dict(),
                             "split": "fit" if n in fit else "heldout"})
+    if memory:
+        liveness = model.predict_many(np.array([Arch.parse(n).choices for n in names]))["peak_activation_bytes"]
+        planned = np.array([model.planned_activation(Arch.parse(n)) for n in names], float)
+        probes = [ckpt.load_info(Checkpoint.name(n, "memory")) for n in names]
+        measured_mem = np.array([p["activation_bytes"] for p in probes], float)
+        for net, live, plan, meas in zip(report.nets, liveness, planned, measured_mem):
+            net["memory"] = {"predicted_activation_bytes": int(plan), "liveness_activation_bytes": int(live),
+                             "measured_activation_bytes": int(meas)}
+        report.memory = {"method": probes[0]["method"], "planner": model._backend_class.memory_planner,
+                         "all": metrics(planned, measured_mem),
+                         "liveness_only": metrics(liveness.astype(float), measured_mem)}
 
     def arr(ns):
         return np.array([raw[n] for n in ns]), np.array([measured[n].median for n in ns])
@@ -208,20 +242,17 @@ def store_calibration(table_path: Path, report: ValidationReport) -> None:
 
 
 def plot(report: ValidationReport, path: Path) -> Path:
-    """Predicted vs measured latency, fitted and held-out nets, with the ±10% band."""
+    """Predicted vs measured latency (fitted and held-out nets, ±10% band), and memory where measured."""
     from hwnas.plotting import pyplot, save_png
 
-    fig, ax = pyplot().subplots(figsize=(5.5, 5))
+    panels = 2 if report.memory else 1
+    fig, axes = pyplot().subplots(1, panels, figsize=(5.5 * panels, 5), squeeze=False)
+    ax = axes[0][0]
     for split, color in (("fit", "tab:orange"), ("heldout", "tab:blue")):
         pts = [(n["predicted_ms"], n["measured"]["median"]) for n in report.nets if n["split"] == split]
         if pts:
             ax.scatter(*zip(*pts), s=12, color=color, label=f"{split} ({len(pts)})")
-    lo = min(min(n["predicted_ms"], n["measured"]["median"]) for n in report.nets)
-    hi = max(max(n["predicted_ms"], n["measured"]["median"]) for n in report.nets)
-    xs = np.linspace(lo, hi, 10)
-    ax.plot(xs, xs, "k-", lw=0.8, label="measured = predicted")
-    for f in (0.9, 1.1):
-        ax.plot(xs, xs / f, "k:", lw=0.6)
+    _identity_band(ax, [v for n in report.nets for v in (n["predicted_ms"], n["measured"]["median"])])
     ax.set_xlabel("predicted latency (ms, table sum)")
     ax.set_ylabel("measured latency (ms, median)")
     u = report.uncalibrated["heldout"]
@@ -230,4 +261,20 @@ def plot(report: ValidationReport, path: Path) -> Path:
         title += f", {report.calibrated_heldout['within_10pct']:.0%} calibrated"
     ax.set_title(f"{title}; ρ {u['spearman']:.3f}", fontsize=10)
     ax.legend(fontsize=8)
+    if report.memory:
+        ax = axes[0][1]
+        pts = [(n["memory"]["predicted_activation_bytes"] / 2**20, n["memory"]["measured_activation_bytes"] / 2**20)
+               for n in report.nets]
+        ax.scatter(*zip(*pts), s=12, color="tab:green")
+        _identity_band(ax, [v for p in pts for v in p])
+        ax.set_xlabel("predicted peak activation (MiB)")
+        ax.set_ylabel("runtime's allocation peak (MiB)")
+        ax.set_title(f"memory: ±10% {report.memory['all']['within_10pct']:.0%} of {len(pts)} nets", fontsize=10)
     return save_png(fig, path)
+
+
+def _identity_band(ax, values: list[float]) -> None:
+    xs = np.linspace(min(values), max(values), 10)
+    ax.plot(xs, xs, "k-", lw=0.8, label="measured = predicted")
+    for f in (0.9, 1.1):
+        ax.plot(xs, xs / f, "k:", lw=0.6)

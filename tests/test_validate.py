@@ -59,6 +59,11 @@ def test_validate_measures_nets_and_stores_a_calibration(tmp_path):
     assert saved["uncalibrated"]["all"]["n"] == 7
     # a loose sanity bound: ORT blocks add up to within 25% of the whole net even with these short timings
     assert report.uncalibrated["all"]["mape"] < 0.25
+    assert report.memory["all"]["n"] == 7 and "malloc" in report.memory["method"]
+    for net in report.nets:  # the runtime's allocation peak: at least pure liveness, near the planned figure
+        mem = net["memory"]
+        assert mem["measured_activation_bytes"] >= 0.97 * mem["liveness_activation_bytes"]
+        assert 0.8 < mem["predicted_activation_bytes"] / mem["measured_activation_bytes"] < 1.25
     store_calibration(table_path, report)
     model = CostModel(Table.load(table_path))
     cal = Calibration(**{k: report.calibration[k] for k in ("kind", "terms", "coef", "intercept_ms")})

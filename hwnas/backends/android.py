@@ -116,6 +116,8 @@ class AndroidBackend(Backend):
     name = "android"
     runtime = "benchmark_model"
     suffix = ".tflite"
+    holds_graph_io = True  # benchmark_model runs the TFLite interpreter: its arena holds graph I/O
+    memory_planner = "greedy_by_size"
     precisions = ("fp32", "fp16")
     verified = False  # exercised against the adb test double only; no phone here
 

@@ -115,6 +115,11 @@ class Backend(ABC):
     cache_name: ClassVar[str] = ""  # artifact cache folder, when shared with another backend
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     verified: ClassVar[bool] = True  # False until the backend has run on real hardware
+    # True where the runtime keeps the graph's input and output tensors allocated for the whole run (TFLite's
+    # arena); False where it reads the caller's input buffer in place (ONNX Runtime). Shapes the memory model.
+    holds_graph_io: ClassVar[bool] = False
+    # How the runtime places activation buffers (:mod:`hwnas.memplan`); "liveness" where not yet emulated.
+    memory_planner: ClassVar[str] = "liveness"
 
     def __init__(self, device: Device) -> None:
         self.device = device

@@ -85,6 +85,8 @@ class LiteRTBackend(Backend):
     runtime = "ai-edge-litert"
     extra = "tflite"
     suffix = ".tflite"
+    holds_graph_io = True  # the TFLite arena holds graph inputs and outputs
+    memory_planner = "greedy_by_size"  # XNNPACK's workspace and TFLite's arena
 
     @classmethod
     def _availability(cls, device: Device) -> tuple[bool, str]:

@@ -55,6 +55,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     runtime = "onnxruntime"
     suffix = ".onnx"
+    memory_planner = "onnxruntime"
 
     @classmethod
     def _availability(cls, device: Device) -> tuple[bool, str]:

@@ -23,6 +23,7 @@ def predict(
     p = model.predict(a)
     out = {"arch": str(a), "id": a.id, "device": model.table.fingerprint.get("device"), "latency_ms": p.latency_ms,
            "weight_bytes": p.weight_bytes, "peak_activation_bytes": p.peak_activation_bytes,
+           "planned_activation_bytes": p.planned_activation_bytes,
            "memory_bytes": p.memory_bytes, "params": p.params, "macs": p.macs}
     if as_json:
         console.print_json(json.dumps(out))
@@ -30,7 +31,8 @@ def predict(
     console.print(f"{a}  (id {a.id}) on {out['device']}\n"
                   f"  latency      {p.latency_ms:.3f} ms\n"
                   f"  weights      {p.weight_bytes / 2**20:.2f} MiB\n"
-                  f"  activations  {p.peak_activation_bytes / 2**20:.2f} MiB peak\n"
+                  f"  activations  {p.planned_activation_bytes / 2**20:.2f} MiB as the runtime plans them "
+                  f"({p.peak_activation_bytes / 2**20:.2f} MiB by liveness)\n"
                   f"  memory       {p.memory_bytes / 2**20:.2f} MiB total\n"
                   f"  params       {p.params / 1e6:.3f} M\n"
                   f"  MACs         {p.macs / 1e6:.1f} M")

@@ -69,8 +69,8 @@ def validate(
     table: Path = typer.Option(..., "--table", "-t", help="The table to validate."),
     samples: int = typer.Option(100, help="Random architectures to measure (plus the reference net)."),
     seed: int = typer.Option(0, help="Seed of the sample and the measurement order."),
-    rounds: int = typer.Option(3, help="Interleaved measurement rounds."),
-    min_seconds: float = typer.Option(0.6, help="Timed seconds per net, at least (over all rounds)."),
+    rounds: int = typer.Option(9, help="Interleaved measurement rounds (many short ones average out drift)."),
+    min_seconds: float = typer.Option(1.8, help="Timed seconds per net, at least (over all rounds)."),
     fit_fraction: float = typer.Option(0.3, help="Share of the nets that fit the calibration (rest held out)."),
     calibrate: bool = typer.Option(False, "--calibrate", help="Store the fitted calibration in the table."),
     out: Path = typer.Option(None, "--out", "-o", help="Report JSON [default: beside the table]."),
@@ -79,6 +79,8 @@ def validate(
     force: bool = typer.Option(False, "--force", help="Discard an interrupted validation."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes converting nets in parallel (before any timing)."),
+    memory: bool = typer.Option(True, "--memory/--no-memory",
+                                help="Also measure each net's activation memory as the runtime allocates it."),
 ) -> None:
     """Measure random networks end to end and report how well the table predicts them."""
     from hwnas import validate as v
@@ -87,7 +89,7 @@ def validate(
     settings = MeasureSettings(warmup_runs=5, min_runs=30, min_seconds=min_seconds)
     report = v.validate(get_device(device), table, samples, seed=seed, rounds=rounds, settings=settings,
                         fit_fraction=fit_fraction, out=out, resume=resume, force=force, progress=not quiet,
-                        jobs=jobs)
+                        jobs=jobs, memory=memory)
     if plot:
         v.plot(report, plot)
     if calibrate:
@@ -96,6 +98,9 @@ def validate(
     splits = [("all (raw)", report.uncalibrated["all"]), ("held-out (raw)", report.uncalibrated["heldout"])]
     if report.calibrated_heldout:
         splits.append(("held-out (calibrated)", report.calibrated_heldout))
+    if report.memory:
+        splits.append(("activation memory (planned)", report.memory["all"]))
+        splits.append(("activation memory (liveness)", report.memory["liveness_only"]))
     for name, m in splits:
         rows.add_row(name, str(m["n"]), f"{m['within_5pct']:.1%}", f"{m['within_10pct']:.1%}", f"{m['mape']:.2%}",
                      f"{m['bias']:+.2%}", f"{m['spearman']:.4f}", f"{m['kendall']:.4f}")
@@ -106,3 +111,6 @@ def validate(
         console.print(f"calibration ({c['kind']}, leave-one-out error {c['loo_mape']:.2%} on its "
                       f"{len(c['fitted_on'])} fitted nets): measured = {c['intercept_ms']:+.4g} {terms}"
                       f"{'; stored in the table' if calibrate else ''}")
+    if report.memory:
+        console.print(f"memory measured as: {report.memory['method']}; predicted by the "
+                      f"{report.memory['planner']} planner")
