@@ -14,6 +14,7 @@ from rich.markup import escape
 from hwnas.cli import devices as _devices
 from hwnas.cli import predict as _predict
 from hwnas.cli import profile as _profile
+from hwnas.cli import search as _search
 from hwnas.cli import table as _table
 from hwnas.cli._console import err_console
 from hwnas.errors import HwnasError
@@ -24,6 +25,7 @@ app.command("devices")(_devices.devices)
 app.command("profile")(_profile.profile)
 app.add_typer(_table.app, name="table")
 app.command("predict")(_predict.predict)
+app.command("search")(_search.search)
 
 
 def main(argv: list[str] | None = None) -> None:

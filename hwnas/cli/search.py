@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from hwnas.cli._console import console
+from hwnas.errors import ConfigError
+
+
+def _table_for(device: str | None, table: Path | None, space: str, resolution: int, width: float,
+               tables: Path) -> Path:
+    if table is not None:
+        if device is not None:
+            raise ConfigError("give --device or --table, not both.", "--table names the table directly")
+        return table
+    if device is None:
+        raise ConfigError("a search needs a device's table.", "give --device D (its table in --tables) or --table T")
+    from hwnas.devices import get_device
+    from hwnas.profiling import default_table_path
+    from hwnas.spaces import get_space
+
+    path = default_table_path(get_device(device), get_space(space, resolution, width), tables)
+    if not path.exists():
+        raise ConfigError(f"no table for {device} at {path}.",
+                          f"profile it first: hwnas profile --device {device} --space {space} "
+                          f"--resolution {resolution} --out {tables}/")
+    return path
+
+
+def search(
+    device: str = typer.Option(None, "--device", "-d", help="Device whose table to search on (see --tables)."),
+    table: Path = typer.Option(None, "--table", "-t", help="The lookup table to search on (instead of --device)."),
+    space: str = typer.Option("proxyless", "--space", "-s", help="Search space (with --device)."),
+    resolution: int = typer.Option(32, "--resolution", "-r", help="Space setting (with --device)."),
+    width: float = typer.Option(1.0, "--width", help="Width multiplier (with --device)."),
+    tables: Path = typer.Option(Path("latency_tables"), "--tables", help="Folder of tables (with --device)."),
+    strategy: str = typer.Option("evolution", "--strategy", help="proxyless, mnas, memnet, evolution or random."),
+    latency_ms: float = typer.Option(None, "--latency-ms", help="Latency budget (predicted, ms)."),
+    memory_mb: float = typer.Option(None, "--memory-mb", help="Memory budget: weights + peak activations (MB)."),
+    estimator: str = typer.Option("naswot", "--estimator", help="Accuracy estimator: naswot, train or supernet."),
+    data: str = typer.Option("digits", "--data", help="digits (built in), cifar10:DIR or imagefolder:DIR."),
+    evaluations: int = typer.Option(40, "--evaluations", "-n", help="Architectures to evaluate, at most."),
+    epochs: int = typer.Option(10, "--epochs", help="Epochs to retrain the chosen architecture from scratch."),
+    estimator_epochs: int = typer.Option(3, "--estimator-epochs", help="Epochs per candidate (train estimator)."),
+    search_epochs: int = typer.Option(6, "--search-epochs", help="ProxylessNAS: supernet epochs (2 of warm-up)."),
+    hard: bool = typer.Option(False, "--hard", help="MnasNet: the hard constraint (α = 0, β = −1)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Training batch size."),
+    lr: float = typer.Option(0.05, "--lr", help="Learning rate (cosine decay)."),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9, nesterov) or adam."),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Label smoothing of the training loss."),
+    limit: int = typer.Option(None, "--limit", help="Use at most this many images (quick runs)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of everything: data split, sampling, training."),
+    executor: str = typer.Option("local", "--executor", help="local (in this process) or ray."),
+    address: str = typer.Option(None, "--address", help="Ray cluster address (with --executor ray)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory [default: runs/<strategy>-<seed>]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+    force: bool = typer.Option(False, "--force", help="Start over in an existing run directory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Search the most accurate architecture within a latency and/or memory budget, on a device's table."""
+    from hwnas.search.run import SearchConfig, run_search
+
+    path = _table_for(device, table, space, resolution, width, tables)
+    options: dict = {}
+    if strategy == "proxyless":
+        options = {"epochs": search_epochs, "warmup_epochs": min(2, search_epochs)}
+    elif strategy == "mnas":
+        options = {"hard": hard}
+    cfg = SearchConfig(table=str(path), strategy=strategy, latency_ms=latency_ms, memory_mb=memory_mb,
+                       estimator=estimator, data=data, evaluations=evaluations, seed=seed,
+                       estimator_epochs=estimator_epochs, final_epochs=epochs, batch_size=batch_size, lr=lr,
+                       optimizer=optimizer, label_smoothing=label_smoothing,
+                       limit=limit, executor=executor, address=address, options=options)
+    result = run_search(cfg, out or Path("runs") / f"{strategy}-{seed}", resume=resume, force=force,
+                        progress=not quiet)
+    c = result.candidate
+    console.print(f"best: {escape(str(result.arch))} (id {result.arch.id})\n"
+                  f"  predicted latency {c.latency_ms:.3f} ms, memory {c.memory_bytes / 1e6:.2f} MB\n"
+                  f"  validation accuracy {result.valid_accuracy:.4f} (retrained {epochs} epochs)\n"
+                  f"  {result.evaluations} evaluations, {result.reused} reused; "
+                  f"run directory {escape(str(result.run_dir))}")

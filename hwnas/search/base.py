@@ -1,0 +1,128 @@
+"""The strategy contract, and the context every strategy evaluates candidates through.
+
+A strategy proposes architectures and calls :meth:`SearchContext.evaluate`. The context prices them on the
+table first (vectorized), marks those over the budget infeasible without evaluating them, takes results
+recorded by an earlier (killed) run from the run directory, sends the rest to the executor, records every
+candidate, and keeps the best feasible one. The strategy finally returns its answer; the context guarantees
+it fits the budget.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from hwnas.arch import Arch
+from hwnas.estimators import Estimator
+from hwnas.runs import RunDir
+from hwnas.search.budget import Feasibility
+from hwnas.search.executors import Executor
+
+
+@dataclass
+class Candidate:
+    arch: str
+    latency_ms: float  # predicted, calibrated
+    weight_bytes: int
+    peak_activation_bytes: int
+    memory_bytes: int
+    feasible: bool
+    score: float | None = None  # the estimator's accuracy (or NASWOT score); None when not evaluated
+    reward: float | None = None  # the strategy's objective, where it has one
+    step: int = 0
+    source: str = ""  # which phase proposed it
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SearchContext:
+    def __init__(self, feasibility: Feasibility, estimator: Estimator, executor: Executor, run: RunDir | None,
+                 seed: int = 0, progress: Callable[[int], None] | None = None, max_evaluations: int = 100) -> None:
+        self.feasibility = feasibility
+        self.model = feasibility.model
+        self.space = feasibility.space
+        self.budget = feasibility.budget
+        self.estimator = estimator
+        self.executor = executor
+        self.run = run
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.progress = progress or (lambda n: None)
+        self.max_evaluations = max_evaluations
+        self.history: list[Candidate] = []
+        self.evaluations = 0
+        self.proposals = 0
+        rows = run.load_candidates() if run else []
+        self._replay = len(rows)  # a resumed strategy re-proposes these events first: they are on file already
+        self._scores = {row["arch"]: row["score"] for row in rows if row.get("score") is not None}
+        self._from_file = set(self._scores)
+        self.reused = 0  # evaluations answered from an earlier run's records
+        self._prepared = False
+
+    @property
+    def exhausted(self) -> bool:
+        """The evaluation budget is spent (or so many proposals were over the budget that it never will be)."""
+        return self.evaluations >= self.max_evaluations or self.proposals >= 50 * self.max_evaluations
+
+    def price(self, choices: np.ndarray) -> list[Candidate]:
+        c = np.atleast_2d(np.asarray(choices, dtype=np.int64))
+        costs = self.feasibility.costs(c, exact=True)
+        ok = self.feasibility.mask(c, costs)
+        return [Candidate(str(Arch.of(self.space, row)), float(costs["latency_ms"][i]),
+                          int(costs["weight_bytes"][i]), int(costs["peak_activation_bytes"][i]),
+                          int(costs["memory_bytes"][i]), bool(ok[i])) for i, row in enumerate(c)]
+
+    def evaluate(self, choices: np.ndarray | Sequence[Sequence[int]], source: str = "",
+                 reward: Callable[[Candidate], float] | None = None,
+                 scorer: Callable[[Arch], float] | None = None) -> list[Candidate]:
+        """Price, filter, evaluate (or reuse) and record a batch of architectures, in order.
+
+        ``scorer`` replaces the estimator for this batch (e.g. a supernet's own accuracy), run in-process."""
+        cands = self.price(np.asarray(choices))
+        self.proposals += len(cands)
+        todo = [c for c in cands if c.feasible and c.arch not in self._scores]
+        unique = list(dict.fromkeys(c.arch for c in todo))
+        if unique:
+            if scorer is None and not self._prepared:
+                self.estimator.prepare()
+                self._prepared = True
+            scores = ([scorer(Arch.parse(a)) for a in unique] if scorer is not None
+                      else self.executor.map(self.estimator, unique))
+            self._scores.update((a, float(v)) for a, v in zip(unique, scores))
+        for c in cands:
+            if c.feasible:
+                c.score = self._scores[c.arch]
+                self.evaluations += 1
+                self.reused += c.arch in self._from_file
+                self.progress(1)
+            c.step = len(self.history)
+            c.source = source
+            if reward is not None:
+                c.reward = float(reward(c))
+            if self.run is not None and c.step >= self._replay:
+                self.run.append_candidate(c.to_dict())
+            self.history.append(c)
+        return cands
+
+    def restored(self) -> None:
+        """The strategy resumed from its own checkpoint and will not re-propose what is on file: record from
+        here on."""
+        self._replay = len(self.history)
+
+    def best(self, key: str = "score") -> Candidate | None:
+        """The best evaluated feasible candidate by ``key`` (score, or reward)."""
+        pool = [c for c in self.history if c.feasible and getattr(c, key) is not None]
+        return max(pool, key=lambda c: (getattr(c, key), -c.latency_ms)) if pool else None
+
+
+class Strategy(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def run(self, ctx: SearchContext) -> Arch:
+        """Search, evaluating through ``ctx``; return the chosen architecture (it must fit the budget)."""

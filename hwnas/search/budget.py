@@ -1,0 +1,131 @@
+"""Budgets on the table: which architectures fit, the smallest achievable cost, and feasible sampling.
+
+Every check runs on the cost model's arrays before any expensive evaluation. Sampling is bounded: uniform
+draws are filtered in vectorized batches; when the feasible region is too small for that, drawn networks
+are repaired (a random over-budget layer at a time swapped for a cheaper candidate), which always ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwnas.arch import Arch, num_choices, sample_choices
+from hwnas.cost import CostModel
+from hwnas.errors import ConfigError
+
+MB = 1e6
+
+
+class InfeasibleBudget(ConfigError):
+    """No architecture of the space meets the budget."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    latency_ms: float | None = None
+    memory_bytes: float | None = None  # total: weights + peak activation (MemNet's count)
+
+    def __post_init__(self) -> None:
+        for name, value in (("latency", self.latency_ms), ("memory", self.memory_bytes)):
+            if value is not None and not value > 0:
+                raise ConfigError(f"the {name} budget must be positive, got {value}.",
+                                  "give --latency-ms / --memory-mb above 0")
+
+    def describe(self) -> str:
+        parts = [f"latency ≤ {self.latency_ms:g} ms" if self.latency_ms else "",
+                 f"memory ≤ {self.memory_bytes / MB:g} MB" if self.memory_bytes else ""]
+        return ", ".join(p for p in parts if p) or "no budget"
+
+
+class Feasibility:
+    def __init__(self, model: CostModel, budget: Budget) -> None:
+        self.model = model
+        self.budget = budget
+        self.space = model.space
+        self._n = num_choices(self.space)
+
+    def costs(self, choices: np.ndarray, exact: bool = False) -> dict[str, np.ndarray]:
+        """Predicted latency (calibrated), weights, peak activation and total memory of ``(N, layers)``.
+
+        Memory is weights + the per-block liveness peak (vectorized, a fast first filter); ``exact`` plans
+        each whole graph as the runtime does (tens of ms each), for the candidates a strategy evaluates."""
+        c = np.atleast_2d(choices)
+        p = self.model.predict_many(c)
+        if exact and self.budget.memory_bytes is not None:
+            planned = np.array([self.model.planned_activation(Arch.of(self.space, row)) for row in c])
+            p["peak_activation_bytes"] = np.maximum(p["peak_activation_bytes"], planned)
+        p["memory_bytes"] = p["weight_bytes"] + p["peak_activation_bytes"]
+        return p
+
+    def mask(self, choices: np.ndarray, costs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        c = costs or self.costs(choices)
+        ok = np.ones(len(c["latency_ms"]), bool)
+        if self.budget.latency_ms is not None:
+            ok &= c["latency_ms"] <= self.budget.latency_ms
+        if self.budget.memory_bytes is not None:
+            ok &= c["memory_bytes"] <= self.budget.memory_bytes
+        return ok
+
+    def smallest(self) -> dict[str, float]:
+        """The smallest achievable latency (exact) and total memory (exact for the peak, a bound for the sum)."""
+        a = self.model.arrays
+        lut, fixed = self.model._lut[True]
+        weights = np.where(np.isnan(a["latency"]), np.inf, a["weights"]).min(axis=1).sum() + a["fixed_weights"]
+        peak = max(float(a["fixed_peak"]), float(np.where(np.isnan(a["latency"]), np.inf, a["peak"]).min(axis=1).max()))
+        peak += self.model._resident_io_bytes
+        return {"latency_ms": float(fixed + np.nanmin(lut, axis=1).sum()), "memory_bytes": float(weights + peak)}
+
+    def check_possible(self) -> None:
+        low = self.smallest()
+        lat, mem = self.budget.latency_ms, self.budget.memory_bytes
+        if (lat is not None and low["latency_ms"] > lat) or (mem is not None and low["memory_bytes"] > mem):
+            raise InfeasibleBudget(
+                f"no feasible architecture under this budget ({self.budget.describe()}): the smallest achievable "
+                f"latency is {low['latency_ms']:.3f} ms and memory {low['memory_bytes'] / MB:.2f} MB on this table.",
+                "raise the budget, or search a smaller space setting (--width, --resolution)")
+
+    def sample(self, n: int, rng: np.random.Generator, max_batches: int = 20, batch: int = 4096) -> np.ndarray:
+        """``n`` feasible architectures, uniformly among feasible ones where the region allows."""
+        self.check_possible()
+        found: list[np.ndarray] = []
+        have = 0
+        for _ in range(max_batches):
+            draw = sample_choices(self.space, batch, rng)
+            ok = draw[self.mask(draw)][:n - have]
+            if len(ok) and self.budget.memory_bytes is not None:  # confirm the few kept with the runtime's plan
+                ok = ok[self.mask(ok, self.costs(ok, exact=True))]
+            found.append(ok)
+            have += len(ok)
+            if have >= n:
+                return np.concatenate(found)[:n]
+        rest = [self.repair(row, rng) for row in sample_choices(self.space, n - have, rng)]
+        return np.concatenate([*found, np.array(rest, dtype=np.int64).reshape(-1, len(self._n))])[:n]
+
+    def repair(self, choices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Swap random layers to cheaper candidates until ``choices`` fits (bounded: each swap lowers the cost)."""
+        self.check_possible()
+        row = np.array(choices, dtype=np.int64)
+        a = self.model.arrays
+        lut = np.where(np.isnan(a["latency"]), np.inf, self.model._lut[True][0])
+        mem = np.where(np.isnan(a["latency"]), np.inf, a["weights"] + a["peak"])
+        for _ in range(int(self._n.sum()) * 4):
+            c = self.costs(row, exact=True)
+            if self.mask(row, c)[0]:
+                return row
+            over_lat = self.budget.latency_ms is not None and c["latency_ms"][0] > self.budget.latency_ms
+            cost = lut if over_lat else mem
+            layers = np.arange(len(row))
+            cheaper = [i for i in layers if cost[i].min() < cost[i, row[i]]]
+            if not cheaper:
+                break
+            i = rng.choice(cheaper)
+            options = np.flatnonzero(cost[i] < cost[i, row[i]])
+            row[i] = rng.choice(options)
+        # the cheapest network of the space as the last resort (it fits: check_possible passed for latency)
+        row = np.nanargmin(np.where(np.isnan(a["latency"]), np.nan, self.model._lut[True][0]), axis=1)
+        if not self.mask(row, self.costs(row, exact=True))[0]:
+            raise InfeasibleBudget(f"no architecture found under {self.budget.describe()} by repair.",
+                                   "raise the budget; latency and memory pull in different directions here")
+        return row

@@ -1,0 +1,185 @@
+"""One search, end to end: table → budget check → strategy → retrain the answer → run directory.
+
+:func:`run_search` is what ``hwnas search`` calls. The budget is checked on the table before anything
+is built (an impossible one raises :class:`InfeasibleBudget` with the smallest achievable latency), the
+strategy's answer is checked against it again, and the answer is trained from scratch on the dataset
+(``final_epochs``) for the weights and the accuracy the summary reports.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hwnas.arch import Arch
+from hwnas.atomic import atomic_write_text
+from hwnas.cost import CostModel
+from hwnas.errors import ConfigError
+from hwnas.estimators import make_estimator
+from hwnas.progress import ProgressBars
+from hwnas.runs import RunDir, file_sha256
+from hwnas.search import STRATEGIES
+from hwnas.search.base import Candidate, SearchContext
+from hwnas.search.budget import MB, Budget, Feasibility
+from hwnas.search.executors import make_executor
+from hwnas.tables import Table
+from hwnas.train import TrainConfig, build_for, train
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    table: str
+    strategy: str = "evolution"
+    latency_ms: float | None = None
+    memory_mb: float | None = None
+    estimator: str = "naswot"
+    data: str = "digits"
+    evaluations: int = 40
+    seed: int = 0
+    estimator_epochs: int = 3
+    final_epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    label_smoothing: float = 0.0
+    limit: int | None = None
+    executor: str = "local"
+    address: str | None = None
+    options: dict = field(default_factory=dict)  # strategy-specific keyword arguments
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy '{self.strategy}'.", f"use one of {', '.join(STRATEGIES)}")
+        if self.evaluations < 1:
+            raise ConfigError("--evaluations must be at least 1.", "give a positive number of evaluations")
+        if self.latency_ms is None and self.memory_mb is None:
+            raise ConfigError("a search needs a budget.", "give --latency-ms and/or --memory-mb")
+        self.train_config(0)  # validates the training options before anything is written
+
+    def train_config(self, epochs: int) -> TrainConfig:
+        return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
+                           label_smoothing=self.label_smoothing, seed=self.seed)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("executor")  # where it runs does not change the result; a run may resume on another executor
+        d.pop("address")
+        return d
+
+
+@dataclass
+class SearchResult:
+    arch: Arch
+    candidate: Candidate
+    valid_accuracy: float
+    run_dir: Path
+    evaluations: int
+    reused: int
+
+
+def _strategy(cfg: SearchConfig):
+    opts = dict(cfg.options)
+    if cfg.strategy == "proxyless":
+        opts.setdefault("train", cfg.train_config(0))
+    try:
+        return STRATEGIES[cfg.strategy](**opts)
+    except TypeError as exc:
+        raise ConfigError(f"bad option for the {cfg.strategy} strategy: {exc}.", "check the strategy options") from None
+
+
+def run_search(cfg: SearchConfig, out: Path, *, resume: bool = False, force: bool = False,
+               progress: bool = True) -> SearchResult:
+    table = Table.load(Path(cfg.table))
+    model = CostModel(table)
+    budget = Budget(cfg.latency_ms, cfg.memory_mb * MB if cfg.memory_mb is not None else None)
+    feasibility = Feasibility(model, budget)
+    feasibility.check_possible()  # before building anything
+    strategy = _strategy(cfg)
+    config = {**cfg.to_dict(), "space": model.space.id, "resolution": model.space.resolution,
+              "table_sha256": file_sha256(Path(cfg.table)), "table_fingerprint": table.fingerprint}
+    run = RunDir.open(Path(out), config, resume=resume, force=force)
+    est_cfg = cfg.train_config(cfg.estimator_epochs)
+    estimator = make_estimator(cfg.estimator, data=cfg.data, resolution=model.space.resolution, seed=cfg.seed,
+                               train_config=est_cfg, limit=cfg.limit, space_id=model.space.id)
+    executor = make_executor(cfg.executor, cfg.address)
+    try:
+        with ProgressBars(progress) as bars:
+            ctx = SearchContext(feasibility, estimator, executor, run, seed=cfg.seed,
+                                progress=bars.task(f"search ({cfg.strategy})", cfg.evaluations),
+                                max_evaluations=cfg.evaluations)
+            arch = strategy.run(ctx)
+            cand = ctx.price(np.array([arch.choices]))[0]
+            if not cand.feasible:
+                raise RuntimeError(f"strategy {cfg.strategy} returned {arch}, over the budget")  # a bug, not input
+            recorded = {c.arch: c for c in ctx.history}
+            if str(arch) in recorded:
+                cand = recorded[str(arch)]
+            final = _final_training(cfg, arch, estimator.dataset, run, bars)
+    finally:
+        executor.close()
+    result = SearchResult(arch, cand, final, run.path, ctx.evaluations, ctx.reused)
+    _write_outputs(run, cfg, model, result, ctx.history, budget)
+    return result
+
+
+def _final_training(cfg: SearchConfig, arch: Arch, data, run: RunDir, bars) -> float:
+    done = run.path / "final.json"
+    if done.exists() and (run.path / "weights.pt").exists():
+        saved = json.loads(done.read_text())
+        if saved.get("arch") == str(arch):
+            return float(saved["valid_accuracy"])
+    tc = cfg.train_config(cfg.final_epochs)
+    advance = bars.task("retrain best", max(1, cfg.final_epochs))
+    net = build_for(arch, data.classes, cfg.seed)
+    res = train(net, data, tc, on_epoch=lambda e, row: advance())
+    run.save_weights(net.state_dict())
+    run.write_json("final.json", {"arch": str(arch), "valid_accuracy": res.valid_accuracy, "history": res.history,
+                                  "train": tc.to_dict(), "classes": data.classes, "data": cfg.data})
+    return res.valid_accuracy
+
+
+def _write_outputs(run: RunDir, cfg: SearchConfig, model: CostModel, result: SearchResult,
+                   history: list[Candidate], budget: Budget) -> None:
+    p = model.predict(result.arch)
+    best = {"arch": str(result.arch), "id": result.arch.id, "valid_accuracy": result.valid_accuracy,
+            "search_score": result.candidate.score, "reward": result.candidate.reward,
+            "latency_ms": p.latency_ms, "weight_bytes": p.weight_bytes,
+            "peak_activation_bytes": p.peak_activation_bytes, "memory_bytes": p.memory_bytes,
+            "params": p.params, "macs": p.macs, "budget": {"latency_ms": budget.latency_ms,
+                                                           "memory_bytes": budget.memory_bytes}}
+    run.write_json("best.json", best)
+    pareto_plot(history, result, budget, run.path / "pareto.png", cfg.estimator)
+    feasible = [c for c in history if c.feasible]
+    lines = [f"# hwnas search: {cfg.strategy} on {model.table.fingerprint.get('device')}",
+             "", f"- table: `{cfg.table}` ({model.space.id}@{model.space.resolution})",
+             f"- budget: {budget.describe()}",
+             f"- estimator: {cfg.estimator} on `{cfg.data}`; {result.evaluations} evaluations "
+             f"({result.reused} reused from an earlier run), {len(history) - len(feasible)} proposals over budget",
+             f"- best: `{result.arch}` (id {result.arch.id})",
+             f"  - predicted latency {p.latency_ms:.3f} ms, memory {p.memory_bytes / MB:.2f} MB "
+             f"(weights {p.weight_bytes / MB:.2f} + peak activations {p.peak_activation_bytes / MB:.2f})",
+             f"  - {p.params / 1e6:.3f} M params, {p.macs / 1e6:.1f} M MACs",
+             f"  - validation accuracy after {cfg.final_epochs} epochs from scratch: {result.valid_accuracy:.4f}",
+             "", "![pareto](pareto.png)", ""]
+    atomic_write_text(run.path / "summary.md", "\n".join(lines))
+
+
+def pareto_plot(history: list[Candidate], result: SearchResult, budget: Budget, path: Path, label: str) -> Path:
+    from hwnas.plotting import pyplot, save_png
+
+    fig, ax = pyplot().subplots(figsize=(6, 4.5))
+    pts = [(c.latency_ms, c.score) for c in history if c.score is not None and np.isfinite(c.score)]
+    if pts:
+        ax.scatter(*zip(*pts), s=14, color="tab:blue", alpha=0.7, label=f"evaluated ({len(pts)})")
+    if result.candidate.score is not None:
+        ax.scatter([result.candidate.latency_ms], [result.candidate.score], marker="*", s=160, color="tab:red",
+                   label="chosen")
+    if budget.latency_ms is not None:
+        ax.axvline(budget.latency_ms, color="k", ls="--", lw=1, label=f"budget {budget.latency_ms:g} ms")
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel(f"{label} score" if label != "train" else "validation accuracy (short training)")
+    ax.legend(fontsize=8)
+    return save_png(fig, path)

@@ -1,0 +1,129 @@
+"""The over-parameterized network: every candidate of every searchable layer, one path run at a time.
+
+A :class:`MixedLayer` holds a layer's candidates (the space's own blocks, so a derived path is exactly the
+network the table priced) and runs one of them: the path fixed by :meth:`SuperNet.fix`, or the paths a
+search strategy sets per step. Used by the ``supernet`` estimator (single-path uniform sampling, SPOS) and
+by the ProxylessNAS strategy (binarized paths).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwnas.data import Dataset, Split
+from hwnas.spaces import SearchSpace
+from hwnas.train import TrainConfig, evaluate, init_weights, make_optimizer
+
+
+class MixedLayer(nn.Module):
+    def __init__(self, candidates: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.candidates = nn.ModuleList(candidates)
+        self.active: int = 0
+        # ProxylessNAS's binary gates: (indices, gate tensor) while an architecture step runs two paths
+        self.gated: tuple[list[int], torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated is not None:
+            idx, gates = self.gated
+            return sum(gates[k] * self.candidates[i](x) for k, i in enumerate(idx))
+        return self.candidates[self.active](x)
+
+
+class SuperNet(nn.Module):
+    """The space's layers in order; searchable ones are :class:`MixedLayer`; the classifier sized to ``classes``."""
+
+    def __init__(self, space: SearchSpace, classes: int, seed: int = 0) -> None:
+        super().__init__()
+        self.space = space
+        layers: list[nn.Module] = []
+        self.mixed: list[MixedLayer] = []
+        for layer in space.layers:
+            mods = [space.build_op(k) for k in layer.candidates]
+            if isinstance(mods[0], nn.Linear) and mods[0].out_features != classes:
+                mods = [nn.Linear(mods[0].in_features, classes)]
+            if layer.searchable:
+                mixed = MixedLayer(mods)
+                self.mixed.append(mixed)
+                layers.append(mixed)
+            else:
+                layers.append(mods[0])
+        self.body = nn.Sequential(*layers)
+        init_weights(self, seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def fix(self, choices: Sequence[int]) -> None:
+        for layer, c in zip(self.mixed, choices):
+            layer.active = int(c)
+            layer.gated = None
+
+    def path_parameters(self, choices: Sequence[int]) -> list[nn.Parameter]:
+        """The weights that the path ``choices`` uses (fixed layers included)."""
+        params = [p for module in self.body if not isinstance(module, MixedLayer) for p in module.parameters()]
+        for mixed, c in zip(self.mixed, choices):
+            params += list(mixed.candidates[int(c)].parameters())
+        return params
+
+    def extract(self, choices: Sequence[int]) -> nn.Sequential:
+        """A standalone network of the path ``choices`` with the supernet's weights (for retraining or export)."""
+        import copy
+
+        mods = []
+        it = iter(choices)
+        for module in self.body:
+            mods.append(copy.deepcopy(module.candidates[int(next(it))] if isinstance(module, MixedLayer) else module))
+        return nn.Sequential(*mods).eval()
+
+    @torch.no_grad()
+    def recalibrate_bn(self, split: Split, batches: int = 4, batch_size: int = 64) -> None:
+        """Recompute BatchNorm statistics of the current path on training batches (weights shared across paths
+        leave statistics that fit no single path)."""
+        bns = [m for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches below
+        self.train()
+        for i, (x, _) in enumerate(split.batches(batch_size)):
+            if i >= batches:
+                break
+            self(x)
+        for m in bns:
+            m.momentum = 0.1
+        self.eval()
+
+
+def train_single_path(net: SuperNet, data: Dataset, cfg: TrainConfig) -> list[dict]:
+    """SPOS: each step trains one uniformly sampled path. Returns per-epoch loss and a random path's accuracy."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    sizes = [len(m.candidates) for m in net.mixed]
+    steps = cfg.epochs * math.ceil(len(data.train) / cfg.batch_size)
+    opt, sched = make_optimizer(net.parameters(), cfg, steps)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    history = []
+    for epoch in range(cfg.epochs):
+        net.train()
+        total = count = 0.0
+        for x, y in data.train.batches(cfg.batch_size, gen):
+            if len(y) < 2:
+                continue
+            net.fix([rng.integers(n) for n in sizes])
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(y)
+            count += len(y)
+        net.fix([rng.integers(n) for n in sizes])
+        history.append({"epoch": epoch + 1, "loss": total / max(1, count), "valid_accuracy": evaluate(net, data.valid)})
+    net.eval()
+    return history
