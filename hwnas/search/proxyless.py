@@ -6,7 +6,10 @@ has architecture parameters α (one per candidate). Training alternates:
 - weight steps, on the weight split: one path per layer sampled from softmax(α) (binarized), so only that
   path runs and holds activations — the memory of training one network;
 - architecture steps, on the architecture split: per layer two paths sampled from softmax(α), one made
-  active by a binary gate; the gate's gradient ∂L/∂g (BinaryConnect) gives α's gradient over the two,
+  active by a binary gate (the inactive one runs without autograd: with its gate at 0 nothing flows back
+  through it, and its output is all its gate's gradient needs; weights take no gradient in this step, so
+  it too costs about one network's training memory); the gate's gradient ∂L/∂g (BinaryConnect) gives α's
+  gradient over the two,
   ∂L/∂α_i = Σ_j ∂L/∂g_j · p_j (δ_ij − p_i), and the two α are then shifted so the other paths keep their
   probabilities. The loss is ProxylessNAS's CE·α·(log E[LAT]/log T)^β (or CE + λ·E[LAT]/T) where
   E[LAT] = Σ p·LUT comes from the table (:meth:`hwnas.cost.CostModel.expected_latency`).
@@ -88,12 +91,18 @@ class ProxylessSearch(Strategy):
             layer.gated = (idx, gates)
             picks.append((idx, gates))
         net.train()  # batch statistics, as in the weight steps
-        ce = nn.functional.cross_entropy(net(x), y)
-        kind, a, b, lam = self.loss
-        loss = proxyless_loss(ce, ctx.model.expected_latency(p), target, kind=kind, alpha=a, beta=b, lam=lam)
-        arch_opt.zero_grad(set_to_none=True)
-        net.zero_grad(set_to_none=True)
-        loss.backward()
+        weights = [w for w in net.parameters() if w.requires_grad]
+        for w in weights:  # the architecture step updates α only: no weight gradients are computed or stored
+            w.requires_grad_(False)
+        try:
+            ce = nn.functional.cross_entropy(net(x), y)
+            kind, a, b, lam = self.loss
+            loss = proxyless_loss(ce, ctx.model.expected_latency(p), target, kind=kind, alpha=a, beta=b, lam=lam)
+            arch_opt.zero_grad(set_to_none=True)
+            loss.backward()
+        finally:
+            for w in weights:
+                w.requires_grad_(True)
         with torch.no_grad():
             grad = torch.nan_to_num(alpha.grad, nan=0.0, posinf=0.0, neginf=0.0) if alpha.grad is not None \
                 else torch.zeros_like(alpha)
@@ -109,7 +118,6 @@ class ProxylessSearch(Strategy):
                 alpha[i, idx] -= shift
         for layer in net.mixed:
             layer.gated = None
-        net.zero_grad(set_to_none=True)  # the architecture step updates α only
         return loss.item()
 
     @staticmethod

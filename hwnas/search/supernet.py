@@ -31,7 +31,17 @@ class MixedLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gated is not None:
             idx, gates = self.gated
-            return sum(gates[k] * self.candidates[i](x) for k, i in enumerate(idx))
+            out = 0
+            for k, i in enumerate(idx):
+                if gates[k].item() == 0.0:
+                    # an inactive path: its gate is 0, so nothing flows back through it to x or its weights;
+                    # only its output is needed, for the gate's gradient <dL/dy, o>. Run it without autograd.
+                    with torch.no_grad():
+                        o = self.candidates[i](x)
+                else:
+                    o = self.candidates[i](x)
+                out = out + gates[k] * o
+            return out
         return self.candidates[self.active](x)
 
 

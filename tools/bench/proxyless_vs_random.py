@@ -27,7 +27,7 @@ from hwnas.data import load
 from hwnas.search import Budget, Feasibility
 from hwnas.search.run import SearchConfig, run_search
 from hwnas.tables import Table
-from hwnas.train import TrainConfig, build_for, train
+from hwnas.train import build_for, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", default=str(ROOT / "latency_tables" / "cpu-proxyless-32.json"))
     ap.add_argument("--fraction", type=float, default=0.7)
-    ap.add_argument("--epochs", type=int, default=8, help="retraining epochs, searched and random nets alike")
+    ap.add_argument("--epochs", type=int, default=4, help="retraining epochs, searched and random nets alike")
+    ap.add_argument("--optimizer", default="adam")
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--search-epochs", type=int, default=6)
     ap.add_argument("--random", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
@@ -48,7 +50,7 @@ def main() -> None:
     ref = model.predict(Arch.of(space, space.reference_choices()), planned=False).latency_ms
     budget_ms = args.fraction * ref
     cfg = SearchConfig(table=args.table, strategy="proxyless", latency_ms=budget_ms, estimator="naswot",
-                       final_epochs=args.epochs, seed=args.seed,
+                       final_epochs=args.epochs, seed=args.seed, optimizer=args.optimizer, lr=args.lr,
                        options={"epochs": args.search_epochs, "warmup_epochs": min(2, args.search_epochs)})
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -60,7 +62,7 @@ def main() -> None:
           f"accuracy {searched:.4f}")
 
     data = load("digits", space.resolution, seed=args.seed)
-    tc = TrainConfig(epochs=args.epochs, seed=args.seed)
+    tc = cfg.train_config(args.epochs)  # exactly the searched net's retraining
     rows = Feasibility(model, Budget(latency_ms=budget_ms)).sample(args.random, np.random.default_rng(args.seed + 1))
     accs = []
     for row in rows:
