@@ -87,13 +87,17 @@ class CostModel:
         name = self.table.fingerprint.get("backend", "")
         return BACKENDS.get(name) if name in BACKENDS else None
 
+    @cached_property
+    def _planned(self) -> dict[str, int]:
+        return {}
+
     def planned_activation(self, arch: Arch) -> int:
         """Activation bytes of the whole network as the table's runtime plans its buffers
         (:mod:`hwnas.memplan`), the resident graph I/O included: what its allocator reports, within a few %."""
         from hwnas.memplan import planned_peak
         from hwnas.netgraph import dataflow_graph
 
-        cache = self.__dict__.setdefault("_planned", {})
+        cache = self._planned
         key = str(arch)
         if key not in cache:
             planner = self._backend_class.memory_planner if self._backend_class else "liveness"

@@ -15,6 +15,7 @@ workers.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -28,7 +29,7 @@ from hwnas.train import TrainConfig, build_for, evaluate, train
 
 
 @dataclass
-class Estimator:
+class Estimator(ABC):
     data: str = "digits"
     resolution: int = 32
     seed: int = 0
@@ -48,10 +49,12 @@ class Estimator:
         return state
 
     def prepare(self) -> None:
-        """One-time work done where the search runs, before evaluations are shipped anywhere."""
+        """One-time work done where the search runs, before evaluations are shipped anywhere (none by default)."""
+        return None
 
+    @abstractmethod
     def score(self, arch: Arch) -> float:
-        raise NotImplementedError
+        """Higher is better."""
 
     def describe(self) -> dict:
         return {"estimator": self.name, "data": self.data, "seed": self.seed, "limit": self.limit}

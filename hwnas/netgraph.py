@@ -56,7 +56,7 @@ def dataflow_graph(module: nn.Module, input_shape: tuple[int, ...], bytes_per_el
             node.op == "call_module" and isinstance(modules[node.target], ALIAS_MODULES)) or (
             node.op == "call_method" and node.target in ALIAS_METHODS)
         buffer = g.nodes[sources[0].name]["buffer"] if alias and sources else node.name
-        g.add_node(node.name, order=order, bytes=0 if alias else size, buffer=buffer, shape=tuple(shape or ()),
+        g.add_node(node.name, order=order, bytes=0 if alias else size, buffer=buffer,
                    macs=_macs(node, modules), output=node.op == "output", input=node.op == "placeholder",
                    elementwise_add=node.op == "call_function" and node.target in (operator.add, torch.add))
         for src in sources:

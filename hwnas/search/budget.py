@@ -8,6 +8,7 @@ are repaired (a random over-budget layer at a time swapped for a cheaper candida
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -70,6 +71,10 @@ class Feasibility:
 
     def smallest(self) -> dict[str, float]:
         """The smallest achievable latency (exact) and total memory (exact for the peak, a bound for the sum)."""
+        return dict(self._smallest)
+
+    @cached_property
+    def _smallest(self) -> dict[str, float]:
         a = self.model.arrays
         lut, fixed = self.model._lut[True]
         weights = np.where(np.isnan(a["latency"]), np.inf, a["weights"]).min(axis=1).sum() + a["fixed_weights"]
