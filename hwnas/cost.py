@@ -180,8 +180,9 @@ class CostModel:
         if not c:
             return None
         if "scale" in c:  # the plain form: measured = scale * predicted + offset
-            return {"terms": ["predicted_ms"], "coef": [c["scale"]], "intercept_ms": c["offset_ms"]}
-        return c
+            c = {"terms": ["predicted_ms"], "coef": [c["scale"]], "intercept_ms": c["offset_ms"]}
+        shift = c.get("feedback", {}).get("shift_ms", 0.0)  # whole-net measurements fed back (hwnas verify)
+        return {**c, "intercept_ms": c["intercept_ms"] + shift}
 
     @cached_property
     def _lut(self) -> dict[bool, tuple[np.ndarray, float]]:

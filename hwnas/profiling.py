@@ -72,6 +72,11 @@ def overhead_module():
     return nn.ReLU().eval()
 
 
+def prepare_overhead(backend: Backend) -> Artifact:
+    """The empty model whose timing is the per-call overhead every entry carries once."""
+    return backend.prepare(overhead_module(), (1, 8), tag=OVERHEAD)
+
+
 class Profiler:
     """One profiling run. Constructors store; :meth:`run` acts."""
 
@@ -93,8 +98,7 @@ class Profiler:
                 table = Table.load(self.out)
                 table.check_fingerprint(fingerprint)
                 return ProfileResult(table=table, path=self.out, reused=len(table.entries), measured=0)
-        space_meta = {"name": self.space.name, "id": self.space.id, "resolution": self.space.resolution,
-                      "width": self.space.width, "input_shape": list(self.space.input_shape)}
+        space_meta = self._space_meta()
         state = {"device": fingerprint, "space": space_meta, "settings": self.options.to_dict()}
         ckpt = Checkpoint.open(self.out, state, resume=resume, force=force)
         reused = len(ckpt.done())
@@ -107,17 +111,26 @@ class Profiler:
         table = Table(fingerprint=fingerprint, space=space_meta, settings=self.options.to_dict(),
                       overhead=stats[OVERHEAD][0], entries=entries,
                       created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                      hwnas_version=__version__)
+                      hwnas_version=__version__, extra=self._extra())
         table.save(self.out)
         measured = len(ckpt.done()) - reused
         ckpt.remove()
         return ProfileResult(table=table, path=self.out, reused=reused, measured=measured)
 
-    # -- phases ---------------------------------------------------------------------------------
+    # -- phases (a subclass that measures other entries overrides _space_meta, _prepare, _names, _entries) --
+    def _space_meta(self) -> dict:
+        """What the table's ``space`` field records (and a resumed run must agree on)."""
+        return {"name": self.space.name, "id": self.space.id, "resolution": self.space.resolution,
+                "width": self.space.width, "input_shape": list(self.space.input_shape)}
+
+    def _extra(self) -> dict:
+        """Further top-level fields of the table (none for a search space)."""
+        return {}
+
     def _prepare(self, backend: Backend, bars: ProgressBars) -> dict[str, Artifact]:
         keys = self.space.measurable_keys()
         advance = bars.task("convert", len(keys) + 1)
-        artifacts = {OVERHEAD: backend.prepare(overhead_module(), (1, 8), tag=OVERHEAD)}
+        artifacts = {OVERHEAD: prepare_overhead(backend)}
         advance()
         for key in keys:
             tag = f"{self.space.name}/{key}"

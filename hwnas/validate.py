@@ -241,6 +241,30 @@ def store_calibration(table_path: Path, report: ValidationReport) -> None:
     table.save(table_path)
 
 
+def feed_measurement(table_path: Path, arch: str, measured_ms: float) -> float:
+    """Feed one whole-net measurement (``hwnas verify --calibrate``) back into the table's calibration.
+
+    The fitted calibration is kept; its intercept is shifted by the median residual of every net fed back
+    so far (measured − the fitted calibration's prediction): the host's drift since the validation, robust
+    to one odd measurement. A table without a calibration gets the identity plus that shift. Returns the
+    shift in ms.
+    """
+    table = Table.load(table_path)
+    cal = dict(table.extra.get("calibration") or {"kind": "feedback", "terms": ["predicted_ms"], "coef": [1.0],
+                                                 "intercept_ms": 0.0})
+    base = {**cal, "feedback": {}}
+    table.extra["calibration"] = base
+    model = CostModel(table)
+    predicted = float(model.predict_many(np.array([Arch.parse(arch).choices]))["latency_ms"][0])
+    seen = [o for o in cal.get("feedback", {}).get("observations", []) if o["arch"] != arch]
+    seen.append({"arch": arch, "measured_ms": float(measured_ms), "fitted_ms": predicted,
+                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    shift = float(np.median([o["measured_ms"] - o["fitted_ms"] for o in seen]))
+    table.extra["calibration"] = {**cal, "feedback": {"observations": seen, "shift_ms": shift}}
+    table.save(table_path)
+    return shift
+
+
 def plot(report: ValidationReport, path: Path) -> Path:
     """Predicted vs measured latency (fitted and held-out nets, ±10% band), and memory where measured."""
     from hwnas.plotting import pyplot, save_png

@@ -6,18 +6,27 @@ from rich.markup import escape
 from hwnas.backends.base import MeasureSettings
 from hwnas.cli._console import console, err_console
 from hwnas.devices import get_device
+from hwnas.errors import ConfigError
+from hwnas.onnxblocks import profile_model
 from hwnas.profiling import ProfileOptions
 from hwnas.profiling import profile as run_profile
 from hwnas.spaces import get_space
 
 
+def _log(message: str) -> None:
+    err_console.print(escape(message))
+
+
 def profile(
     device: str = typer.Option("cpu", "--device", "-d", help="Device name (hwnas devices) or a .toml descriptor."),
-    space: str = typer.Option("proxyless", "--space", "-s", help="Search space: proxyless or fbnet."),
+    space: str = typer.Option(None, "--space", "-s", help="Search space: proxyless or fbnet [default: proxyless]."),
+    model: str = typer.Option(None, "--model", "-m",
+                              help="An ONNX model to profile block by block instead of a space (onnxruntime devices)."),
     resolution: int = typer.Option(None, "--resolution", "-r", help="Input resolution (224, or 32 for CIFAR)."),
-    width: float = typer.Option(1.0, "--width", help="Width multiplier (proxyless)."),
+    width: float = typer.Option(None, "--width", help="Width multiplier (proxyless) [default: 1.0]."),
     out: str = typer.Option(None, "--out", "-o",
-                            help="Table file, or a folder (ending in /) [default: latency_tables/]."),
+                            help="Table file, or a folder (ending in /) [default: latency_tables/; for --model "
+                                 "<device>-model-<stem>.json]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run; nothing done is re-measured."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing table or discard a partial run."),
     rounds: int = typer.Option(3, help="Interleaved measurement rounds (each in a new random order)."),
@@ -30,12 +39,19 @@ def profile(
     serial: list[str] = typer.Option(None, "--serial", help="Phone serial(s) to use (default: all attached)."),
     benchmark_model: str = typer.Option(None, "--benchmark-model", help="Host path of benchmark_model (phones)."),
 ) -> None:
-    """Measure every candidate op of a search space on a device into a lookup table."""
+    """Measure every candidate op of a search space (or every block of an ONNX model) on a device into a table."""
+    if model is not None and (space, resolution, width) != (None, None, None):
+        raise ConfigError("--model profiles that model's own blocks; --space, --resolution and --width do not apply.",
+                          "pass either --model MODEL.onnx or --space (with its --resolution/--width), not both")
     options = ProfileOptions(settings=MeasureSettings(warmup_runs=warmup, min_runs=min_runs, min_seconds=min_seconds),
                              rounds=rounds, spread_limit=spread_limit, seed=seed)
     dev = get_device(device).with_options(serials=serial or None, benchmark_model=benchmark_model)
-    result = run_profile(dev, get_space(space, resolution, width), out, options=options,
-                         resume=resume, force=force, progress=not quiet, log=lambda m: err_console.print(escape(m)))
+    if model is not None:
+        result = profile_model(dev, model, out, options=options, resume=resume, force=force, progress=not quiet,
+                               log=_log)
+    else:
+        result = run_profile(dev, get_space(space or "proxyless", resolution, width or 1.0), out, options=options,
+                             resume=resume, force=force, progress=not quiet, log=_log)
     t = result.table
     unstable = sum("unstable" in e.flags for e in t.entries.values())
     console.print(f"wrote {escape(str(result.path))}: {len(t.entries)} entries, overhead {t.overhead.median:.4f} ms; "

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from hwnas.cli._console import console
+
+
+def export(
+    source: str = typer.Argument(..., help="A run directory of hwnas search, or an architecture string."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, tflite or tensorrt."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file, or a folder (no suffix): <arch id>.<ext> in it."),
+    weights: Path = typer.Option(None, "--weights", "-w",
+                                 help="State_dict (.pt read with weights_only, or .safetensors) [default: the run's]."),
+    classes: int = typer.Option(10, "--classes", help="Classifier size for an ARCH exported without weights."),
+    precision: str = typer.Option("fp32", "--precision", help="TensorRT engine precision: fp32, fp16 or int8."),
+    trtexec: str = typer.Option("trtexec", "--trtexec", help="trtexec executable (TensorRT engines)."),
+) -> None:
+    """Export a searched network as ONNX, TFLite or a TensorRT engine; parity with PyTorch is checked."""
+    from hwnas.export import export as run_export
+    from hwnas.export import resolve_source
+
+    result = run_export(resolve_source(source, weights, classes), fmt, out, precision=precision, trtexec=trtexec)
+    console.print(f"wrote {escape(str(result.path))} ({result.format}, {escape(result.arch)})")
+    if result.parity is not None:
+        console.print(f"  parity with PyTorch: {escape(result.parity.describe())}")
+    for note in result.notes:
+        console.print(f"  {escape(note)}")

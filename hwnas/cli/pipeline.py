@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from hwnas.cli._console import console, err_console
+
+
+def pipeline(
+    device: str = typer.Option(None, "--device", "-d", help="Device to ship to [default: cpu]."),
+    latency_ms: float = typer.Option(None, "--latency-ms", help="Latency budget (ms)."),
+    memory_mb: float = typer.Option(None, "--memory-mb", help="Memory budget: weights + peak activations (MB)."),
+    config: Path = typer.Option(None, "--config", "-c", help="A TOML file of these settings (flags override it)."),
+    strategy: str = typer.Option(None, "--strategy", help="Search strategy [default: evolution]."),
+    estimator: str = typer.Option(None, "--estimator", help="Accuracy estimator [default: naswot]."),
+    evaluations: int = typer.Option(None, "--evaluations", "-n", help="Architectures to evaluate [default: 40]."),
+    epochs: int = typer.Option(None, "--epochs", help="Epochs to train the chosen network [default: 10]."),
+    data: str = typer.Option(None, "--data", help="digits (built in), cifar10:DIR or imagefolder:DIR."),
+    resolution: int = typer.Option(None, "--resolution", "-r", help="Space setting [default: 32]."),
+    seed: int = typer.Option(None, "--seed", help="Seed of everything [default: 0]."),
+    tables: str = typer.Option(None, "--tables", help="Where to look for this device's table [latency_tables]."),
+    budget: Path = typer.Option(None, "--budget", "-b", help="Budgets file checked at verification (TOML)."),
+    out: Path = typer.Option(Path("runs/pipeline"), "--out", "-o", help="Output folder."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+    force: bool = typer.Option(False, "--force", help="Start over in an existing output folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """The main job: profile (if needed) → calibrate → search → train → export → verify → report."""
+    from hwnas.budgets import load_budgets
+    from hwnas.pipeline import PipelineConfig, run_pipeline
+
+    flags = {"device": device, "latency_ms": latency_ms, "memory_mb": memory_mb, "strategy": strategy,
+             "estimator": estimator, "evaluations": evaluations, "epochs": epochs, "data": data,
+             "resolution": resolution, "seed": seed, "tables": tables}
+    cfg = (PipelineConfig.from_toml(config, **flags) if config
+           else PipelineConfig(**{k: v for k, v in flags.items() if v is not None}))
+    res = run_pipeline(cfg, out, budgets=load_budgets(budget) if budget else None, resume=resume, force=force,
+                       progress=not quiet,
+                       log=lambda m: err_console.print(f"[bold]pipeline[/] {escape(m)}"))
+    console.print(f"{'PASS' if res.passed else 'FAIL'}: {escape(res.arch)}, validation accuracy "
+                  f"{res.valid_accuracy:.4f}\n  latency measured {res.measured_ms:.3f} ms, predicted "
+                  f"{res.predicted_ms:.3f} ms ({res.measured_ms / res.predicted_ms - 1:+.1%})\n"
+                  f"  report: {escape(str(res.out / 'report.md'))} (and report.html)")
+    raise typer.Exit(0 if res.passed else 1)

@@ -1,0 +1,198 @@
+"""The main job in one command: profile → calibrate → search → train → export → verify → report.
+
+Everything lands in one folder, and every step is resumable (``resume=True`` picks up where a killed run
+stopped: the profiler and the validation checkpoint every measurement, the search replays its candidates,
+and a finished step is not run again):
+
+    pipeline.json      the resolved configuration and which steps are done
+    table.json         the device's table: copied from ``tables/`` when one was measured on this very
+                       device (same fingerprint), else profiled here; calibrated here (never the original)
+    calibration.json   the quick validation that calibrated it: predicted vs measured nets on this host now
+    search/            the search's run directory (candidates, best, weights, Pareto plot)
+    model.<ext>        the exported network (ONNX for ONNX Runtime, TFLite for LiteRT)
+    verify/            the on-device verification (parity, latency, memory, budget)
+    report.md, report.html, *.png   the final report
+
+Calibration: the host's speed drifts between sessions by more than the table's error (BENCHMARKS.md), so
+the pipeline fits the table's calibration from a short validation on the machine as it is now, before it
+searches: the verification then compares the measurement with a prediction made for this state of the host.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hwnas.atomic import atomic_write_text, ensure_writable_dir
+from hwnas.budgets import Budgets, Limits, resolve_limits
+from hwnas.devices import get_device
+from hwnas.errors import ConfigError, OutputError, TableError
+
+STEPS = ("table", "calibrate", "search", "export", "verify", "report")
+OUTPUTS = {"search", "verify", "model.onnx", "model.tflite", "calibration.png", "heatmap.png", "report.md",
+           "report.html"}
+FORMATS = {"onnxruntime": "onnx", "litert": "tflite", "android": "tflite", "tensorrt": "tensorrt"}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    device: str = "cpu"
+    latency_ms: float | None = None
+    memory_mb: float | None = None
+    space: str = "proxyless"
+    resolution: int = 32
+    strategy: str = "evolution"
+    estimator: str = "naswot"
+    evaluations: int = 40
+    epochs: int = 10
+    data: str = "digits"
+    seed: int = 0
+    tables: str = "latency_tables"
+    calibration_samples: int = 20
+
+    def __post_init__(self) -> None:
+        if self.latency_ms is None and self.memory_mb is None:
+            raise ConfigError("the pipeline needs a budget.", "give --latency-ms and/or --memory-mb")
+
+    @classmethod
+    def from_toml(cls, path: Path, **overrides) -> PipelineConfig:
+        """Defaults, then the TOML file's keys, then ``overrides`` (the flags that were given)."""
+        from hwnas.budgets import tomllib
+
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read pipeline config {path} ({exc}).", "pass a valid TOML file") from None
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}.", f"use {', '.join(sorted(known))}")
+        return cls(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+@dataclass
+class PipelineResult:
+    out: Path
+    arch: str
+    valid_accuracy: float
+    predicted_ms: float
+    measured_ms: float
+    passed: bool
+
+
+class _State:
+    """``pipeline.json``: the config and the steps finished, written atomically after each step."""
+
+    def __init__(self, out: Path, cfg: PipelineConfig, resume: bool, force: bool) -> None:
+        self.path = out / "pipeline.json"
+        config = asdict(cfg)
+        self.done: dict[str, dict] = {}
+        if self.path.exists():
+            old = json.loads(self.path.read_text())
+            if not (resume or force):
+                raise OutputError(f"{out} already holds a pipeline run.",
+                                  "pass --resume to continue it, --force to start over, or choose another --out")
+            if resume:
+                if old.get("config") != config:
+                    changed = sorted(k for k in config if old.get("config", {}).get(k) != config[k])
+                    raise TableError(f"the pipeline in {out} was started with other {', '.join(changed)}.",
+                                     "resume with the same options, or pass --force to start over")
+                self.done = old.get("done", {})
+            else:  # only what a pipeline writes: --out may be a folder that holds other things too
+                for child in out.iterdir():
+                    if child.name in OUTPUTS or child.name.startswith(("table.json", "calibration.json")):
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+        ensure_writable_dir(out)
+        self.config = config
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps({"config": self.config, "done": self.done}, indent=1))
+
+    def finish(self, step: str, info: dict) -> None:
+        self.done[step] = info
+        self.save()
+
+
+def _table(cfg: PipelineConfig, device, out: Path, progress: bool, log) -> dict:
+    """Reuse the folder's table when it was measured on this device; else profile one here."""
+    from hwnas.profiling import default_table_path, profile
+    from hwnas.spaces import get_space
+    from hwnas.tables import Table
+
+    space = get_space(cfg.space, cfg.resolution)
+    target = out / "table.json"
+    source = default_table_path(device, space, Path(cfg.tables))
+    backend = device.backend_instance()
+    backend.check_ready()
+    if source.exists():
+        try:
+            Table.load(source).check_fingerprint(backend.fingerprint())
+            shutil.copyfile(source, target)
+            return {"table": str(target), "from": str(source), "profiled": False}
+        except TableError as exc:
+            log(f"{source} was measured elsewhere ({exc.message}); profiling this device")
+    profile(device, space, target, resume=True, progress=progress, log=log)
+    return {"table": str(target), "from": None, "profiled": True}
+
+
+def _calibrate(cfg: PipelineConfig, device, out: Path, progress: bool) -> dict:
+    from hwnas import validate as v
+
+    table = out / "table.json"
+    report = v.validate(device, table, cfg.calibration_samples, seed=cfg.seed, rounds=5, fit_fraction=0.5,
+                        out=out / "calibration.json", resume=True, progress=progress, memory=False)
+    v.store_calibration(table, report)
+    v.plot(report, out / "calibration.png")
+    return {"heldout_within_10pct": report.calibrated_heldout["within_10pct"],
+            "heldout_mape": report.calibrated_heldout["mape"]}
+
+
+def run_pipeline(cfg: PipelineConfig, out: Path, *, budgets: Budgets | None = None, resume: bool = False,
+                 force: bool = False, progress: bool = True, log=lambda msg: None) -> PipelineResult:
+    from hwnas.export import export, resolve_source
+    from hwnas.report import write_pipeline_report
+    from hwnas.search.run import SearchConfig, run_search
+    from hwnas.verify import verify
+
+    device = get_device(cfg.device)
+    fmt = FORMATS.get(device.backend_instance().name)
+    if fmt is None or fmt == "tensorrt":
+        raise ConfigError(f"the pipeline cannot export and verify on {device.name} yet.",
+                          "run it on cpu or cpu-tflite; export for the GPU with hwnas export --format tensorrt")
+    out = Path(out)
+    state = _State(out, cfg, resume, force)
+    model_path = out / f"model.{fmt}"
+    limits = resolve_limits(device.name, model_path, budgets, Limits(
+        latency_ms=cfg.latency_ms, memory_bytes=cfg.memory_mb * 1e6 if cfg.memory_mb else None))
+    for step in STEPS:
+        if step in state.done:
+            log(f"{step}: done earlier")
+            continue
+        log(f"{step} …")
+        if step == "table":
+            info = _table(cfg, device, out, progress, log)
+        elif step == "calibrate":
+            info = _calibrate(cfg, device, out, progress) if cfg.calibration_samples > 0 else {"skipped": True}
+        elif step == "search":
+            sc = SearchConfig(table=str(out / "table.json"), strategy=cfg.strategy, latency_ms=cfg.latency_ms,
+                              memory_mb=cfg.memory_mb, estimator=cfg.estimator, data=cfg.data,
+                              evaluations=cfg.evaluations, seed=cfg.seed, final_epochs=cfg.epochs)
+            res = run_search(sc, out / "search", resume=(out / "search").exists(), progress=progress)
+            info = {"arch": str(res.arch), "valid_accuracy": res.valid_accuracy,
+                    "predicted_ms": res.candidate.latency_ms}
+        elif step == "export":
+            model = export(resolve_source(str(out / "search")), fmt, model_path)
+            info = {"model": str(model.path), "parity": model.parity.to_dict() if model.parity else None}
+        elif step == "verify":
+            rep = verify(model_path, device, table=out / "table.json", limits=limits,
+                         data=cfg.data, out=out / "verify")
+            info = {"passed": rep.passed, "measured_ms": rep.latency["median"],
+                    "predicted_ms": rep.predicted["latency_ms"] if rep.predicted else None}
+        else:
+            info = {"report": str(write_pipeline_report(out, state.done, limits))}
+        state.finish(step, info)
+    s, v = state.done["search"], state.done["verify"]
+    return PipelineResult(out, s["arch"], s["valid_accuracy"], v["predicted_ms"], v["measured_ms"], v["passed"])
