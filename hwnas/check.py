@@ -79,7 +79,7 @@ def _table_path(device: Device, table: Path | None, tables: Path, arch=None, mod
         return Path(table)
     if arch is not None:
         return default_table_path(device, arch.space, tables)
-    from hwnas.onnxblocks import default_model_table_path
+    from hwnas.modelcost import default_model_table_path
 
     return default_model_table_path(device, model, tables)
 
@@ -114,7 +114,7 @@ def predict_cost(path: Path, device: Device, table: Path | None, tables: Path) -
     if onnx_model is None:
         raise ConfigError(f"{path} carries no hwnas architecture, so --predict cannot price it.",
                           "predict ONNX models (their graph is priced block by block), or use --measure")
-    from hwnas.onnxblocks import predict_model
+    from hwnas.modelcost import predict_model
 
     tab = _load_table(_table_path(device, table, tables, model=path), device, path)
     pred = predict_model(tab, onnx_model)

@@ -131,8 +131,11 @@ def from_run_dir(run: Path) -> Source:
     return _with_weights(arch, weights, str(run.resolve()), str(config.get("table_sha256", "")))
 
 
-def resolve_source(source: str, weights: Path | None = None, classes: int = 10) -> Source:
-    """``source`` is a run directory or an architecture string; ``weights`` overrides a run's."""
+def resolve_source(source: str, weights: Path | None = None, classes: int | None = None) -> Source:
+    """``source`` is a run directory or an architecture string; ``weights`` overrides a run's.
+
+    ``classes`` sizes the classifier of an architecture exported without weights (default: the space's).
+    """
     path = Path(source)
     if path.is_dir():
         src = from_run_dir(path)
@@ -141,7 +144,9 @@ def resolve_source(source: str, weights: Path | None = None, classes: int = 10) 
         raise ConfigError(f"{source} is neither a run directory nor an architecture.",
                           "pass a run directory of hwnas search, or e.g. proxyless@32:066646660666066626662")
     arch = Arch.parse(source)
-    return _with_weights(arch, weights) if weights is not None else Source(arch, classes)
+    if weights is not None:
+        return _with_weights(arch, weights)
+    return Source(arch, classes or arch.space.layers[-1].candidates[0].out[-1])
 
 
 # -- writers --------------------------------------------------------------------------------------

@@ -6,8 +6,7 @@ a quantized model is compared) only top-1 agreement. ``atol`` is relative too: t
 largest reference magnitude (at least 1), because a logit near zero is the difference of large sums
 whose float32 rounding scales with the output, not with that one value (trained logits of magnitude ~10
 differ by ~1.5e-5 between ONNX Runtime and PyTorch after a 1280-wide dot product). On real data the
-share of inputs whose top-1 class
-agrees is reported as well: that is what a deployment engineer ultimately cares about.
+share of inputs whose top-1 class agrees is reported as well: what a deployment engineer cares about.
 """
 
 from __future__ import annotations

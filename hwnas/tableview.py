@@ -1,4 +1,7 @@
-"""Read-side views of a table: summary, layer x candidate matrix and heatmap, and a diff of two tables."""
+"""Read-side views of a table: summary, layer x candidate matrix and heatmap, and a diff of two tables.
+
+A model table (``hwnas profile --model``, :mod:`hwnas.modelcost`) has a summary and a diff but no search space:
+:func:`space_of` refuses it with a message that says how such a table is used."""
 
 from __future__ import annotations
 
@@ -8,11 +11,18 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import TableError
+from hwnas.modelcost import is_model_table
 from hwnas.spaces import SearchSpace, get_space
 from hwnas.tables import Table
 
 
 def space_of(table: Table) -> SearchSpace:
+    """The search space a table was profiled for; a model table has none (it prices its one model)."""
+    if is_model_table(table):
+        model, device = table.space.get("model", "its model"), table.fingerprint.get("device", "cpu")
+        raise TableError(f"this table is a model table (the blocks of {model}, measured on {device}), not a "
+                         "search space's: it prices that one ONNX model, not architectures.",
+                         f"price that model with: hwnas check {model} --device {device} --predict --table TABLE")
     s = table.space
     return get_space(s["name"], int(s["resolution"]), float(s.get("width", 1.0)))
 
@@ -33,6 +43,7 @@ def summary(table: Table) -> dict:
         "spread_p90": float(np.percentile(spreads, 90)), "spread_max": float(spreads.max()),
         "flagged": sorted(k for k, e in table.entries.items() if "unstable" in e.flags),
         "remeasured": sum("remeasured" in e.flags for e in table.entries.values()),
+        **({k: table.space.get(k) for k in ("model", "blocks", "unique_blocks")} if is_model_table(table) else {}),
     }
 
 
@@ -51,6 +62,9 @@ def plot_heatmap(table: Table, path: Path) -> Path:
     """Write a layer x candidate heatmap of median latency to ``path`` (PNG)."""
     from hwnas.plotting import pyplot, save_png
 
+    if is_model_table(table):
+        raise TableError(f"a model table (the blocks of {table.space.get('model')}) has no layer x candidate grid "
+                         "to plot.", "drop --plot; hwnas table show --entries lists its blocks")
     rows, cols, grid = layer_matrix(table, space_of(table))
     fig, ax = pyplot().subplots(figsize=(1.0 + 0.8 * len(cols), 1.0 + 0.32 * len(rows)))
     im = ax.imshow(grid, aspect="auto", cmap="viridis")

@@ -23,7 +23,7 @@ def run_main(capsys, *args: str) -> tuple[int, str, str]:
         main([*args])
         raise SystemExit(0)
     out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out, out.err
+    return int(exc.value.code or 0), out.out, " ".join(out.err.split())  # rich wraps long messages
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +139,44 @@ def test_measure_on_the_device_and_regression_against_a_baseline(model, capsys, 
     code, out, _ = run_main(capsys, "check", str(model), "--predict", "--tables", TABLES, "--baseline", str(report),
                             "--max-regression", "5")
     assert code == 1 and "regressed" in out
+
+
+def test_a_foreign_model_is_priced_block_by_block_after_profile_model(tmp_path, capsys):
+    from test_onnxblocks import export as export_torch
+    from test_onnxblocks import small_mobilenet_v2
+
+    foreign = export_torch(small_mobilenet_v2(), tmp_path / "mnv2.onnx")
+    args = ["check", str(foreign), "--predict", "--max-latency-ms", "1000"]
+    code, _, err = run_main(capsys, *args, "--table", f"{TABLES}/cpu-proxyless-32.json")
+    assert code == 2 and "cannot price" in err and "Conv" in err and "hwnas profile --device cpu --model" in err
+    code, _, err = run_main(capsys, *args, "--tables", str(tmp_path))
+    assert code == 2 and "no table" in err
+    main(["profile", "--device", "cpu", "--model", str(foreign), "--out", f"{tmp_path}/", "--rounds", "1",
+          "--min-runs", "2", "--min-seconds", "0", "--warmup", "1", "--spread-limit", "100", "-q"])
+    capsys.readouterr()
+    code, out, _ = run_main(capsys, *args, "--tables", str(tmp_path), "--json")
+    assert code == 0
+    row = json.loads(out)["results"][0]
+    assert row["source"] == "predicted (blocks)" and row["latency_ms"] > 0 and row["memory_bytes"] > 0
+
+
+def test_the_shipped_ci_files_work(model, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    budgets = load_budgets(ROOT / "tools" / "ci" / "budgets.toml")
+    assert budgets.for_model("cpu", "m.onnx").latency_ms == 3 and budgets.for_model("pixel", "m.onnx").params == 5e6
+    workflow = yaml.safe_load((ROOT / "tools" / "ci" / "github-workflow.yml").read_text())
+    runs = " ".join(step.get("run", "") for step in workflow["jobs"]["budget"]["steps"])
+    assert "hwnas check" in runs and "--junit" in runs
+    hook = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())[0]
+    assert (ROOT / hook["entry"]).exists()
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HWNAS_TABLES": TABLES,
+           "HWNAS_BUDGETS": str(write(tmp_path / "ok.toml", '[[budget]]\nlatency = "50 ms"\n'))}
+    ok = subprocess.run([ROOT / hook["entry"], str(model)], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    env["HWNAS_BUDGETS"] = str(write(tmp_path / "tight.toml", '[[budget]]\nlatency = "10 us"\n'))
+    over = subprocess.run([ROOT / hook["entry"], str(model)], env=env, capture_output=True, text=True)
+    assert over.returncode == 1 and "FAIL" in over.stdout

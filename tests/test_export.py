@@ -176,3 +176,11 @@ def test_tflite_export_and_verify_on_cpu_tflite(run_dir, tmp_path):
     report = verify(res.path, get_device("cpu-tflite"), limits=Limits(latency_ms=1e4), settings=QUICK, rounds=2)
     assert report.passed, report.to_json()
     assert report.parity["real"]["top1_agreement"] >= 0.99 and report.memory["activation_bytes"] > 0
+
+
+def test_the_reference_net_exports_and_verifies_on_cpu(tmp_path):
+    ref = "proxyless@32:" + "1" * 21  # MobileNetV2-like: every layer MBConv e6 k3
+    res = export(resolve_source(ref), "onnx", tmp_path / "ref.onnx")
+    report = verify(res.path, get_device("cpu"), limits=Limits(latency_ms=1e4), settings=QUICK, rounds=2,
+                    memory=False)
+    assert report.passed and report.arch == ref and report.parity["random"]["top1_agreement"] == 1.0

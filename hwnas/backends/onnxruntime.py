@@ -74,7 +74,11 @@ class OnnxRuntimeBackend(Backend):
     def _prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
         export_onnx(module, input_shape, path)
 
-    def _options(self, profile_prefix: str | None = None):
+    def inference_session(self, path: Path, profile_prefix: str | None = None,
+                          optimized_model_path: str | None = None):
+        """An ``onnxruntime.InferenceSession`` of ``path`` with this device's session options (threads, graph
+        optimization level) on the CPU provider; with ``profile_prefix`` ORT's profiler writes there (read it
+        with ``end_profiling()``), with ``optimized_model_path`` ORT saves the graph it optimized there."""
         ort = require("onnxruntime", "core", "onnxruntime")
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.device.threads
@@ -86,19 +90,17 @@ class OnnxRuntimeBackend(Backend):
         if profile_prefix:
             so.enable_profiling = True
             so.profile_file_prefix = profile_prefix
-        return so
+        if optimized_model_path:
+            so.optimized_model_filepath = optimized_model_path
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
     def _load(self, artifact: Artifact) -> Session:
-        ort = require("onnxruntime", "core", "onnxruntime")
-        sess = ort.InferenceSession(str(artifact.path), self._options(), providers=["CPUExecutionProvider"])
-        return _OrtSession(sess, artifact.input_shape)
+        return _OrtSession(self.inference_session(artifact.path), artifact.input_shape)
 
     def _memory_report(self, artifact: Artifact) -> dict:
         """ORT's profiler reports, per node, input activation, parameter and output sizes in bytes."""
-        ort = require("onnxruntime", "core", "onnxruntime")
         with tempfile.TemporaryDirectory() as tmp:
-            sess = ort.InferenceSession(str(artifact.path), self._options(os.path.join(tmp, "p")),
-                                        providers=["CPUExecutionProvider"])
+            sess = self.inference_session(artifact.path, profile_prefix=os.path.join(tmp, "p"))
             _OrtSession(sess, artifact.input_shape).invoke()
             events = json.loads(Path(sess.end_profiling()).read_text())
         return parse_ort_profile(events)

@@ -7,7 +7,7 @@ from hwnas.backends.base import MeasureSettings
 from hwnas.cli._console import console, err_console
 from hwnas.devices import get_device
 from hwnas.errors import ConfigError
-from hwnas.onnxblocks import profile_model
+from hwnas.modelcost import profile_model
 from hwnas.profiling import ProfileOptions
 from hwnas.profiling import profile as run_profile
 from hwnas.spaces import get_space
