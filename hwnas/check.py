@@ -66,12 +66,6 @@ class CheckReport:
                 "results": [{**asdict(r), "passed": r.passed} for r in self.results]}
 
 
-def onnx_params(model) -> int:
-    import numpy as np
-
-    return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer))
-
-
 def _table_path(device: Device, table: Path | None, tables: Path, arch=None, model: Path | None = None) -> Path:
     from hwnas.profiling import default_table_path
 
@@ -91,13 +85,17 @@ def _load_table(path: Path, device: Device, model: Path, arch=None):
         how = (f"hwnas profile --device {device.name} --model {model}" if arch is None else
                f"hwnas profile --device {device.name} --space {arch.space.name} --resolution {arch.resolution}")
         raise ConfigError(f"no table at {path} to price {model} on {device.name}.", f"make it: {how}, or pass --table")
-    return Table.load(path)
+    table = Table.load(path)
+    if table.fingerprint.get("device") != device.name:  # the device itself may be out of reach: match by name
+        raise TableError(f"{path} was measured on '{table.fingerprint.get('device')}', not '{device.name}'.",
+                         f"pass the table of {device.name}, or --device {table.fingerprint.get('device')}")
+    return table
 
 
 def predict_cost(path: Path, device: Device, table: Path | None, tables: Path) -> dict:
     """Cost of one model file from a table, without the device."""
     from hwnas.export import onnx_metadata, read_metadata
-    from hwnas.modelfile import load_onnx
+    from hwnas.modelfile import load_onnx, onnx_weights
 
     onnx_model = load_onnx(path) if path.suffix == ".onnx" else None
     meta = onnx_metadata(onnx_model) if onnx_model is not None else read_metadata(path)
@@ -108,7 +106,7 @@ def predict_cost(path: Path, device: Device, table: Path | None, tables: Path) -
         arch = Arch.parse(meta["arch"])
         model = CostModel(_load_table(_table_path(device, table, tables, arch=arch), device, path, arch))
         p = model.predict(arch)
-        params = onnx_params(onnx_model) if onnx_model is not None else p.params
+        params = onnx_weights(onnx_model)[0] if onnx_model is not None else p.params
         return {"source": "predicted (arch)", "arch": str(arch), "latency_ms": p.latency_ms,
                 "memory_bytes": p.memory_bytes, "params": params}
     if onnx_model is None:
@@ -154,13 +152,9 @@ def measure_cost(path: Path, device: Device, rounds: int = 9) -> dict:
 def _file_weights(path: Path, meta: dict) -> tuple[int, int]:
     """(parameter count, weight bytes) of the file: its initializers, or its architecture's prediction."""
     if path.suffix == ".onnx":
-        from onnx import numpy_helper
+        from hwnas.modelfile import load_onnx, onnx_weights
 
-        from hwnas.modelfile import load_onnx
-
-        inits = load_onnx(path, check=False).graph.initializer
-        return (sum(int(numpy_helper.to_array(t).size) for t in inits),
-                sum(int(numpy_helper.to_array(t).nbytes) for t in inits))
+        return onnx_weights(load_onnx(path, check=False))
     from hwnas.export import Source
     from hwnas.footprint import folded_weight_count
 

@@ -83,7 +83,8 @@ class Source:
         if "arch" not in meta:
             raise ConfigError("the model carries no hwnas metadata (not exported by hwnas export).",
                               "pass --reference RUN_DIR or --reference ARCH --weights W to compare against")
-        arch, classes = Arch.parse(meta["arch"]), int(meta.get("classes", 0))
+        arch = Arch.parse(meta["arch"])
+        classes = int(meta["classes"]) if meta.get("classes", "").isdigit() else _space_classes(arch)
         if weights is not None:
             return _with_weights(arch, weights)
         if meta.get("trained") != "true":
@@ -97,6 +98,11 @@ class Source:
             raise ConfigError(f"{run}/weights.pt changed since the model was exported (digest differs).",
                               "export the model again, or pass the weights it was exported from")
         return src
+
+
+def _space_classes(arch: Arch) -> int:
+    """The classifier size of the architecture's space setting (its last layer's output)."""
+    return int(arch.space.layers[-1].candidates[0].out[-1])
 
 
 def _sha256(path: Path) -> str:
@@ -146,7 +152,7 @@ def resolve_source(source: str, weights: Path | None = None, classes: int | None
     arch = Arch.parse(source)
     if weights is not None:
         return _with_weights(arch, weights)
-    return Source(arch, classes or arch.space.layers[-1].candidates[0].out[-1])
+    return Source(arch, classes or _space_classes(arch))
 
 
 # -- writers --------------------------------------------------------------------------------------

@@ -129,6 +129,20 @@ def load_onnx(path: Path, *, check: bool = True) -> onnx.ModelProto:
     return model
 
 
+def onnx_weights(model: onnx.ModelProto) -> tuple[int, int]:
+    """(parameter count, bytes) of the model's initializers."""
+    from onnx import helper
+
+    count = size = 0
+    for t in model.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= int(d)
+        count += n
+        size += n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    return count, size
+
+
 @dataclass(frozen=True)
 class ImageInput:
     name: str

@@ -153,13 +153,18 @@ def _convert_parallel(device: Device, archs: list[Arch], jobs: int, advance) -> 
 def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int = 0, rounds: int = 9,
              settings: MeasureSettings | None = None, fit_fraction: float = 0.3, out: Path | None = None,
              resume: bool = False, force: bool = False, progress: bool = True, jobs: int = 1,
-             memory: bool = True) -> ValidationReport:
+             memory: bool = True, archs: list[Arch] | None = None) -> ValidationReport:
+    """Measure ``samples`` random nets (or the given ``archs``) and the reference net; see the module doc."""
     table = Table.load(table_path)
     backend = device.backend_instance()
     backend.check_ready()
     table.check_fingerprint(backend.fingerprint())
     model = CostModel(table)
-    archs = _archs(model, samples, seed)
+    if archs is None:
+        archs = _archs(model, samples, seed)
+    else:  # the reference net first (always held out), then the caller's nets
+        ref = Arch.of(model.space, model.space.reference_choices())
+        archs = [ref, *dict.fromkeys(a for a in archs if a != ref)]
     settings = settings or MeasureSettings(warmup_runs=5, min_runs=30, min_seconds=1.8)
     memory = memory and backend.name in PROBES
     out = Path(out) if out else Path(table_path).with_name(Path(table_path).stem + f".validation-{samples}.json")

@@ -123,11 +123,9 @@ def measure_latency(session, settings: MeasureSettings, rounds: int) -> tuple[di
 def _weight_bytes(path: Path) -> int | None:
     if path.suffix != ".onnx":
         return None
-    from onnx import numpy_helper
+    from hwnas.modelfile import load_onnx, onnx_weights
 
-    from hwnas.modelfile import load_onnx
-
-    return int(sum(numpy_helper.to_array(t).nbytes for t in load_onnx(path, check=False).graph.initializer))
+    return onnx_weights(load_onnx(path, check=False))[1]
 
 
 def _prediction(device: Device, fingerprint: dict, table: Path | None, arch: str | None,

@@ -119,6 +119,8 @@ def test_github_actions_annotations(model, capsys, monkeypatch):
     (["--predict", "--max-latency-ms", "5", "--budget", "nowhere.toml"], "does not exist"),
     (["--predict", "--max-latency-ms", "5", "--tables", "/nonexistent"], "no table"),
     (["--predict", "--max-latency-ms", "5", "--baseline", "nowhere.json"], "baseline"),
+    (["--predict", "--max-latency-ms", "5", "--device", "cpu-tflite", "--table",
+      f"{TABLES}/cpu-proxyless-32.json"], "was measured on 'cpu', not 'cpu-tflite'"),
 ])
 def test_bad_input_exits_2(model, capsys, args, match):
     extra = [] if "--tables" in args else ["--tables", TABLES]
