@@ -243,10 +243,6 @@ class ExportResult:
     parity: Parity | None = None
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        return {"path": str(self.path), "format": self.format, "arch": self.arch, "metadata": self.metadata,
-                "parity": self.parity.to_dict() if self.parity else None, "notes": self.notes}
-
 
 def export(source: Source, fmt: str, out: Path, *, precision: str = "fp32", trtexec: str = "trtexec",
            check_parity: bool = True) -> ExportResult:

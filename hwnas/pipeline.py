@@ -39,7 +39,6 @@ from hwnas.errors import ConfigError, OutputError, TableError
 STEPS = ("table", "calibrate", "search", "export", "verify", "report")
 OUTPUTS = {"search", "verify", "model.onnx", "model.tflite", "calibration.png", "heatmap.png", "report.md",
            "report.html"}
-FORMATS = {"onnxruntime": "onnx", "litert": "tflite", "android": "tflite", "tensorrt": "tensorrt"}
 
 
 @dataclass(frozen=True)
@@ -186,13 +185,14 @@ def _calibrate(cfg: PipelineConfig, device, out: Path, progress: bool) -> dict:
 
 def run_pipeline(cfg: PipelineConfig, out: Path, *, budgets: Budgets | None = None, resume: bool = False,
                  force: bool = False, progress: bool = True, log=lambda msg: None) -> PipelineResult:
-    from hwnas.export import export, resolve_source
+    from hwnas.export import FORMATS, export, resolve_source
     from hwnas.report import write_pipeline_report
     from hwnas.search.run import SearchConfig, run_search
-    from hwnas.verify import verify
+    from hwnas.verify import SUFFIXES, verify
 
     device = get_device(cfg.device)
-    fmt = FORMATS.get(device.backend_instance().name)
+    suffix = SUFFIXES.get(device.backend_instance().name)
+    fmt = next((f for f, s in FORMATS.items() if s == suffix), None)
     if fmt is None or fmt == "tensorrt":
         raise ConfigError(f"the pipeline cannot export and verify on {device.name} yet.",
                           "run it on cpu or cpu-tflite; export for the GPU with hwnas export --format tensorrt")
