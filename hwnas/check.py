@@ -128,38 +128,21 @@ def predict_cost(path: Path, device: Device, table: Path | None, tables: Path) -
 def measure_cost(path: Path, device: Device, rounds: int = 9) -> dict:
     """Cost of one model file measured on the device (the verify measurement, without parity)."""
     from hwnas.backends.base import Artifact
-    from hwnas.export import read_metadata
     from hwnas.memprobe import PROBES, measure_activation_memory
-    from hwnas.verify import DEFAULT_SETTINGS, SUFFIXES, measure_latency, model_input_shape
+    from hwnas.verify import DEFAULT_SETTINGS, ModelFile, measure_latency
 
     backend = device.backend_instance()
-    if SUFFIXES.get(backend.name) != path.suffix:
-        raise ConfigError(f"{device.name} runs {SUFFIXES.get(backend.name, 'no exported')} models, not {path.name}.",
-                          "export the model for this device, or use --predict with its table")
-    meta = read_metadata(path)
-    shape = tuple(model_input_shape(path, meta))
+    mf = ModelFile.for_backend(path, device, backend.name)
     backend.check_ready()
-    session = backend.units()[0][1].load(Artifact(path, shape, ()))
+    session = backend.units()[0][1].load(Artifact(path, mf.input_shape, ()))
     latency, _ = measure_latency(session, DEFAULT_SETTINGS, rounds)
-    params, weights = _file_weights(path, meta)
+    params, weights = mf.weights
     memory = None
     if backend.name in PROBES:
-        memory = weights + measure_activation_memory(backend.name, path, shape, device.threads)["activation_bytes"]
-    return {"source": "measured", "arch": meta.get("arch"), "latency_ms": latency["median"],
+        memory = weights + measure_activation_memory(backend.name, path, mf.input_shape,
+                                                     device.threads)["activation_bytes"]
+    return {"source": "measured", "arch": mf.meta.get("arch"), "latency_ms": latency["median"],
             "memory_bytes": memory, "params": params}
-
-
-def _file_weights(path: Path, meta: dict) -> tuple[int, int]:
-    """(parameter count, weight bytes) of the file: its initializers, or its architecture's prediction."""
-    if path.suffix == ".onnx":
-        from hwnas.modelfile import load_onnx, onnx_weights
-
-        return onnx_weights(load_onnx(path, check=False))
-    from hwnas.export import Source
-    from hwnas.footprint import folded_weight_count
-
-    count = folded_weight_count(Source.from_metadata({**meta, "trained": "false"}).build())
-    return count, count * 4
 
 
 def _judge(result: ModelResult, limits: Limits, baseline: dict | None) -> None:

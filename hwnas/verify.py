@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from hwnas.backends.base import Artifact, MeasureSettings, RoundResult, pool_rou
 from hwnas.budgets import Limits
 from hwnas.devices import Device
 from hwnas.errors import ConfigError, MeasurementError, TableError
-from hwnas.export import Source, host_session, read_metadata, resolve_source
+from hwnas.export import Source, host_session, resolve_source
 from hwnas.parity import compare, random_inputs
 
 SUFFIXES = {"onnxruntime": ".onnx", "litert": ".tflite", "android": ".tflite", "tensorrt": ".engine"}
@@ -53,20 +54,57 @@ class VerifyReport:
         return json.dumps(asdict(self), indent=1)
 
 
-def model_input_shape(path: Path, meta: dict[str, str]) -> tuple[int, ...]:
-    """NCHW input shape: from the ONNX graph, else from the architecture in the metadata."""
-    from hwnas.modelfile import check_tflite, image_input, load_onnx
+class ModelFile:
+    """A model file read once, as untrusted input: its hwnas metadata, NCHW input shape and weights.
 
-    if path.suffix == ".onnx":
-        return image_input(load_onnx(path), path).shape
-    if path.suffix == ".tflite":
-        check_tflite(path)
-    if "arch" in meta:
+    ONNX: the checked graph gives all three. TFLite/engines: the metadata sidecar names the architecture,
+    which gives the shape and the (BN-folded) weights.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from hwnas.export import onnx_metadata, read_metadata
+        from hwnas.modelfile import check_tflite, image_input, load_onnx
+
+        self.path = Path(path)
+        self.onnx = load_onnx(self.path) if self.path.suffix == ".onnx" else None
+        if self.onnx is not None:
+            self.meta = onnx_metadata(self.onnx)
+            self.input_shape = tuple(image_input(self.onnx, self.path).shape)
+            return
+        if self.path.suffix == ".tflite":
+            check_tflite(self.path)
+        self.meta = read_metadata(self.path)
+        if "arch" not in self.meta:
+            raise ConfigError(f"{path}: cannot tell its input shape (no hwnas metadata sidecar "
+                              f"{self.path.name}.hwnas.json).",
+                              "verify models written by hwnas export, or ONNX models (their graph has the shape)")
         from hwnas.arch import Arch
 
-        return Arch.parse(meta["arch"]).space.input_shape
-    raise ConfigError(f"{path}: cannot tell its input shape (no hwnas metadata sidecar {path.name}.hwnas.json).",
-                      "verify models written by hwnas export, or ONNX models (their graph has the shape)")
+        self.input_shape = tuple(Arch.parse(self.meta["arch"]).space.input_shape)
+
+    @classmethod
+    def for_backend(cls, path: Path, device: Device, backend_name: str) -> ModelFile:
+        """The file, if it is the kind of model the device's runtime runs."""
+        want = SUFFIXES.get(backend_name)
+        if want is None:
+            raise ConfigError(f"hwnas does not run model files on the {backend_name} backend ({device.name}).",
+                              f"use a device whose backend is one of {', '.join(SUFFIXES)}")
+        if Path(path).suffix != want:
+            raise ConfigError(f"{device.name} runs {want} models, not {Path(path).name}.",
+                              f"export for it: hwnas export … --format {'onnx' if want == '.onnx' else want[1:]}")
+        return cls(path)
+
+    @cached_property
+    def weights(self) -> tuple[int, int]:
+        """(parameter count, bytes): the ONNX initializers, or the architecture's BN-folded weights (fp32)."""
+        if self.onnx is not None:
+            from hwnas.modelfile import onnx_weights
+
+            return onnx_weights(self.onnx)
+        from hwnas.footprint import folded_weight_count
+
+        count = folded_weight_count(Source.from_metadata({**self.meta, "trained": "false"}).build())
+        return count, count * 4
 
 
 def _reference(path: Path, meta: dict[str, str], reference: str | None, weights: Path | None) -> Source | None:
@@ -118,14 +156,6 @@ def measure_latency(session, settings: MeasureSettings, rounds: int) -> tuple[di
     results: list[RoundResult] = [session.time(settings.split(rounds)) for _ in range(rounds)]
     samples = np.concatenate([r.samples for r in results]) if all(r.samples is not None for r in results) else None
     return pool_rounds(results).to_dict(), samples
-
-
-def _weight_bytes(path: Path) -> int | None:
-    if path.suffix != ".onnx":
-        return None
-    from hwnas.modelfile import load_onnx, onnx_weights
-
-    return onnx_weights(load_onnx(path, check=False))[1]
 
 
 def _prediction(device: Device, fingerprint: dict, table: Path | None, arch: str | None,
@@ -180,15 +210,8 @@ def verify(model: Path, device: Device, *, table: Path | None = None, tables: Pa
 
     model = Path(model)
     backend = device.backend_instance()
-    want = SUFFIXES.get(backend.name)
-    if want is None:
-        raise ConfigError(f"hwnas verify does not run on the {backend.name} backend ({device.name}).",
-                          f"verify on a device whose backend is one of {', '.join(SUFFIXES)}")
-    if model.suffix != want:
-        raise ConfigError(f"{device.name} runs {want} models, not {model.name}.",
-                          f"export for it: hwnas export … --format {'onnx' if want == '.onnx' else want[1:]}")
-    meta = read_metadata(model)
-    shape = tuple(model_input_shape(model, meta))
+    mf = ModelFile.for_backend(model, device, backend.name)
+    meta, shape = mf.meta, mf.input_shape
     backend.check_ready()
     unit = backend.units()[0][1]
     session = unit.load(Artifact(model, shape, ()))
@@ -206,7 +229,7 @@ def verify(model: Path, device: Device, *, table: Path | None = None, tables: Pa
         if source.state_dict is None:
             report.notes.append("untrained weights (exported from an architecture): real-data parity skipped")
     report.latency, samples = measure_latency(session, settings, rounds)
-    wbytes = _weight_bytes(model)
+    wbytes = mf.weights[1] if mf.onnx is not None else None
     predicted, why = _prediction(device, unit.fingerprint(), table, report.arch, tables)
     if why:
         report.notes.append(why)

@@ -6,7 +6,7 @@ import pytest
 from test_onnxblocks import cbr, export, small_mobilenet_v2
 from torch import nn
 
-from conftest import ROOT
+from conftest import ROOT, crash_timing_after, record_timing
 from hwnas.backends.base import Backend, MeasureSettings
 from hwnas.checkpoint import Checkpoint
 from hwnas.cli import main
@@ -92,21 +92,11 @@ def test_edge_reorders_cancel_only_between_blocks_that_both_pay_them(tmp_path):
 
 def test_resume_after_an_interrupted_profile(mnv2, tmp_path, monkeypatch):
     out = tmp_path / "t.json"
-    real = Backend.time_session
-    calls = {"n": 0}
-
-    def crashing(session, settings):
-        calls["n"] += 1
-        if calls["n"] > 15:
-            raise KeyboardInterrupt
-        return real(session, settings)
-
-    monkeypatch.setattr(Backend, "time_session", staticmethod(crashing))
+    crash_timing_after(monkeypatch, 15)
     with pytest.raises(KeyboardInterrupt):
         profile_model(get_device("cpu"), mnv2, out, options=TINY, progress=False)
     assert len(Checkpoint(tmp_path / "t.json.partial").done()) == 15 and not out.exists()
-    timed = []
-    monkeypatch.setattr(Backend, "time_session", staticmethod(lambda s, st: timed.append(s) or real(s, st)))
+    timed = record_timing(monkeypatch)
     res = profile_model(get_device("cpu"), mnv2, out, options=TINY, resume=True, progress=False)
     assert res.reused == 15 and res.measured == len(timed) == (len(res.table.entries) + 1) * 2 - 15
     assert predict_model(Table.load(out), mnv2).complete

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, needs_tflite
+from conftest import ROOT, crash_timing_after, needs_tflite, record_timing
 from hwnas.backends.base import Backend, MeasureSettings
 from hwnas.checkpoint import Checkpoint
 from hwnas.devices import get_device
@@ -50,16 +50,7 @@ def test_resume_measures_only_what_is_missing(tmp_path, monkeypatch):
     """Crash after some measurements, then resume: the done ones are never timed again."""
     space = get_space("proxyless", 32)
     out = tmp_path / "t.json"
-    real = Backend.time_session
-    calls = {"n": 0}
-
-    def crashing(session, settings):
-        calls["n"] += 1
-        if calls["n"] > 40:
-            raise KeyboardInterrupt  # like Ctrl-C mid-run
-        return real(session, settings)
-
-    monkeypatch.setattr(Backend, "time_session", staticmethod(crashing))
+    crash_timing_after(monkeypatch, 40)
     with pytest.raises(KeyboardInterrupt):
         profile(get_device("cpu"), space, out, options=TINY, progress=False)
     done_before = set(Checkpoint(tmp_path / "t.json.partial").done())
@@ -68,8 +59,7 @@ def test_resume_measures_only_what_is_missing(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="--resume"):
         profile(get_device("cpu"), space, out, options=TINY, progress=False)
 
-    timed: list = []
-    monkeypatch.setattr(Backend, "time_session", staticmethod(lambda s, st: timed.append(s) or real(s, st)))
+    timed = record_timing(monkeypatch)
     res = profile(get_device("cpu"), space, out, options=TINY, resume=True, progress=False)
     total = (len(space.measurable_keys()) + 1) * TINY.rounds
     assert res.reused == 40 and res.measured == total - 40 == len(timed)
