@@ -24,6 +24,16 @@ def ensure_writable_dir(folder: Path) -> None:
                           "choose another --out path, or fix the folder's permissions")
 
 
+def ensure_writable_file(path: Path, flag: str) -> Path:
+    """Check, before any work, that the file ``flag`` names can be written (its folder made if needed)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{flag} {path} is a directory, so the file cannot be written there.",
+                          f"give {flag} a file path, e.g. {path / 'report.json'}")
+    ensure_writable_dir(path.parent)
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)

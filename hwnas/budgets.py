@@ -12,37 +12,43 @@ memory = "32 MiB"          # weights + peak activations
 params = "5M"
 max_regression = "5%"      # against a --baseline report
 ```
+
+A CI gate must fail closed: every limit is finite and > 0 (a regression allowance finite and ≥ 0), whether it
+comes from the file (checked by one schema, :class:`BudgetsFile`, where the file is read) or from a flag or a
+library caller (:class:`Limits` validates itself when constructed). A NaN limit would compare False with every
+cost and so pass everything; an infinite or overflowing one (``1e999``) makes a gate that cannot fail.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from hwnas.errors import ConfigError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from hwnas.schema import STRICT, NonNegative, Positive, read_toml, settings, validate
 
 _LATENCY = {"us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3}
 _MEMORY = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 _COUNT = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
 _NUM = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Zµ%]*)\s*$")
 FIELDS = ("latency", "memory", "params", "max_regression")
+FORMAT_FIX = "see tools/ci/budgets.toml for the format"
 
 
-@dataclass(frozen=True)
+@settings("budget limits", fix="give every limit as a finite number > 0 (a regression allowance ≥ 0)")
 class Limits:
     """Upper bounds; None where unbounded. ``max_regression`` is a fraction (0.05 = 5%)."""
 
-    latency_ms: float | None = None
-    memory_bytes: float | None = None
-    params: float | None = None
-    max_regression: float | None = None
+    latency_ms: Positive | None = None
+    memory_bytes: Positive | None = None
+    params: Positive | None = None
+    max_regression: NonNegative | None = None
 
     def merged(self, other: Limits) -> Limits:
         """``other``'s bounds where it sets them, else ours."""
@@ -66,38 +72,88 @@ class Limits:
         return ", ".join(parts) or "no limits"
 
 
-def _parse(value: object, units: dict[str, float], what: str, where: str, example: str) -> float:
+def _quantity(value: object, units: dict[str, float], example: str, *, zero_ok: bool = False,
+              shown: object = None) -> float:
+    """``value`` (a string with its unit, or a bare number where the unit may be omitted) as a float.
+
+    Raises ValueError with what it must look like; the caller names the file and key.
+    """
+    shown = value if shown is None else shown
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ConfigError(f"{where}: {what} = {value!r} is not a quantity.", f"write it like {example!r}")
+        raise ValueError(f"must be a quantity like {example!r}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite number: write it like {example!r}")
     if isinstance(value, (int, float)) and "" not in units:
-        raise ConfigError(f"{where}: {what} = {value!r} has no unit.", f"write it with its unit, like {example!r}")
+        raise ValueError(f"{value!r} has no unit: write it like {example!r}")
     m = _NUM.match(str(value))
     unit = (m.group(2) if m else "").lower()
     if not m or unit not in units:
-        raise ConfigError(f"{where}: cannot read {what} = {value!r}.",
-                          f"write it like {example!r} (units: {', '.join(u or 'none' for u in units)})")
+        raise ValueError(f"cannot read {value!r}: write it like {example!r} "
+                         f"(units: {', '.join(u or 'none' for u in units)})")
     number = float(m.group(1)) * units[unit]
-    if number <= 0:
-        raise ConfigError(f"{where}: {what} = {value!r} must be positive.", f"write it like {example!r}")
+    if not math.isfinite(number):
+        raise ValueError(f"{shown!r} is not a finite number (it overflows): write it like {example!r}")
+    if number < 0 or (number == 0 and not zero_ok):
+        raise ValueError(f"{shown!r} must be {'≥ 0' if zero_ok else 'positive'}: write it like {example!r}")
     return number
 
 
-def parse_latency(value: object, where: str = "budget") -> float:
-    return _parse(value, _LATENCY, "latency", where, "8 ms")
-
-
-def parse_memory(value: object, where: str = "budget") -> float:
-    return _parse(value, _MEMORY, "memory", where, "32 MiB")
-
-
-def parse_params(value: object, where: str = "budget") -> float:
-    return _parse(value, _COUNT, "params", where, "3.5M")
-
-
-def parse_fraction(value: object, where: str = "budget") -> float:
+def _fraction(value: object) -> float:
     if isinstance(value, str) and value.strip().endswith("%"):
-        return _parse(value.strip()[:-1], {"": 1.0}, "max_regression", where, "5%") / 100
-    return _parse(value, {"": 1.0}, "max_regression", where, "5%")
+        return _quantity(value.strip()[:-1], {"": 1.0}, "5%", zero_ok=True, shown=value) / 100
+    return _quantity(value, {"": 1.0}, "5%", zero_ok=True)
+
+
+def _config_error(parse, where: str):
+    def wrapped(value: object, where: str = where) -> float:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}.", FORMAT_FIX) from None
+
+    return wrapped
+
+
+_READERS = {"latency": lambda v: _quantity(v, _LATENCY, "8 ms"), "memory": lambda v: _quantity(v, _MEMORY, "32 MiB"),
+            "params": lambda v: _quantity(v, _COUNT, "3.5M"), "max_regression": _fraction}
+parse_latency = _config_error(_READERS["latency"], "budget latency")
+parse_memory = _config_error(_READERS["memory"], "budget memory")
+parse_params = _config_error(_READERS["params"], "budget params")
+parse_fraction = _config_error(_READERS["max_regression"], "budget max_regression")
+
+
+class BudgetRule(BaseModel):
+    """One ``[[budget]]`` table of a budgets file; the quantities read into :class:`Limits`' units."""
+
+    model_config = STRICT
+    device: str | None = Field(None, min_length=1)
+    models: str = Field("*", min_length=1)
+    latency: float | None = None
+    memory: float | None = None
+    params: float | None = None
+    max_regression: float | None = None
+
+    @field_validator(*FIELDS, mode="before")
+    @classmethod
+    def _read(cls, v: Any, info: ValidationInfo) -> float | None:
+        return None if v is None else _READERS[info.field_name](v)
+
+    @model_validator(mode="after")
+    def _sets_a_limit(self) -> BudgetRule:
+        if all(getattr(self, k) is None for k in FIELDS):
+            raise ValueError(f"the rule sets no limit: give at least one of {', '.join(FIELDS)}")
+        return self
+
+    def limits(self) -> Limits:
+        return Limits(latency_ms=self.latency, memory_bytes=self.memory, params=self.params,
+                      max_regression=self.max_regression)
+
+
+class BudgetsFile(BaseModel):
+    """A budgets file: one or more ``[[budget]]`` tables, nothing else."""
+
+    model_config = STRICT
+    budget: list[BudgetRule] = Field(min_length=1)
 
 
 @dataclass(frozen=True)
@@ -127,40 +183,12 @@ class Budgets:
 
 
 def load_budgets(path: Path) -> Budgets:
+    """Read and check a budgets file; any wrong key, type, unit or range is one ConfigError naming it."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"budget file {path} does not exist.", "check the path (see tools/ci/budgets.toml)") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"budget file {path} is not valid TOML ({exc}).",
-                          "fix the syntax; see tools/ci/budgets.toml for the format") from None
-    unknown = set(data) - {"budget"}
-    if unknown or not isinstance(data.get("budget"), list) or not data["budget"]:
-        raise ConfigError(f"budget file {path} must hold [[budget]] tables" +
-                          (f", not {', '.join(sorted(unknown))}" if unknown else "") + ".",
-                          "write one [[budget]] table per rule (see tools/ci/budgets.toml)")
-    rules = []
-    for i, raw in enumerate(data["budget"], 1):
-        where = f"{path} [[budget]] #{i}"
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where} is not a table.", "write [[budget]] followed by key = value lines")
-        extra = set(raw) - {"device", "models", *FIELDS}
-        if extra:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}.",
-                              f"use device, models, {', '.join(FIELDS)}")
-        device, models = raw.get("device"), raw.get("models", "*")
-        if device is not None and not isinstance(device, str) or not isinstance(models, str):
-            raise ConfigError(f"{where}: device and models must be strings.", 'e.g. device = "cpu", models = "*.onnx"')
-        limits = Limits(
-            latency_ms=parse_latency(raw["latency"], where) if "latency" in raw else None,
-            memory_bytes=parse_memory(raw["memory"], where) if "memory" in raw else None,
-            params=parse_params(raw["params"], where) if "params" in raw else None,
-            max_regression=parse_fraction(raw["max_regression"], where) if "max_regression" in raw else None)
-        if limits.empty:
-            raise ConfigError(f"{where} sets no limit.", f"give at least one of {', '.join(FIELDS)}")
-        rules.append(Rule(device, models, limits))
-    return Budgets(tuple(rules), str(path))
+    data = read_toml(path, "budget file", f"check the path; {FORMAT_FIX}")
+    f = validate(BudgetsFile, data, f"budget file {path}",
+                 f"write one [[budget]] table per rule with finite, positive limits and their units; {FORMAT_FIX}")
+    return Budgets(tuple(Rule(r.device, r.models, r.limits()) for r in f.budget), str(path))
 
 
 def resolve_limits(device: str, model: Path | str, budgets: Budgets | None, flags: Limits) -> Limits:

@@ -2,7 +2,7 @@
 
 Two ways to know a model's cost:
 
-- ``measure``: run it on the device (the verify measurement: interleaved timing rounds, the runtime's
+- ``measure``: run it on the device (the verify measurement: consecutive timing rounds, the runtime's
   allocation probe for memory);
 - ``predict``: price it from the device's table, for devices CI cannot reach (a phone). A model exported
   by hwnas carries its architecture and is priced exactly like ``hwnas predict``; any other ONNX model is
@@ -21,10 +21,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from hwnas.atomic import atomic_write_text
 from hwnas.budgets import Budgets, Limits, resolve_limits
 from hwnas.devices import Device
 from hwnas.errors import ConfigError, TableError
+from hwnas.schema import Positive, read_json, validate
 
 MODES = ("measure", "predict")
 
@@ -41,6 +44,7 @@ class ModelResult:
     limits: dict
     failures: list[str] = field(default_factory=list)
     baseline: dict | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. priced with another host's table (--allow-foreign-table)
 
     @property
     def passed(self) -> bool:
@@ -78,7 +82,13 @@ def _table_path(device: Device, table: Path | None, tables: Path, arch=None, mod
     return default_model_table_path(device, model, tables)
 
 
-def _load_table(path: Path, device: Device, model: Path, arch=None):
+def _load_table(path: Path, device: Device, model: Path, arch=None, allow_foreign: bool = False):
+    """The table that prices ``model``, refused (TableError) unless it was measured on this device and host.
+
+    The device's fingerprint is taken where the device can be reached (a local runtime always can); a remote
+    device CI cannot reach (a phone) is matched by name, and the result carries that it was not checked.
+    """
+    from hwnas.errors import DeviceUnavailable
     from hwnas.tables import Table
 
     if not path.exists():
@@ -86,43 +96,51 @@ def _load_table(path: Path, device: Device, model: Path, arch=None):
                f"hwnas profile --device {device.name} --space {arch.space.name} --resolution {arch.resolution}")
         raise ConfigError(f"no table at {path} to price {model} on {device.name}.", f"make it: {how}, or pass --table")
     table = Table.load(path)
-    if table.fingerprint.get("device") != device.name:  # the device itself may be out of reach: match by name
+    if table.fingerprint.get("device") != device.name:
         raise TableError(f"{path} was measured on '{table.fingerprint.get('device')}', not '{device.name}'.",
                          f"pass the table of {device.name}, or --device {table.fingerprint.get('device')}")
-    return table
+    try:
+        fingerprint = device.backend_instance().fingerprint()
+    except DeviceUnavailable as exc:
+        return table, [f"table fingerprint not checked: {device.name} cannot be reached here ({exc.message}); "
+                       f"the table is matched by device name only"]
+    warning = table.check_fingerprint(fingerprint, allow_foreign=allow_foreign)
+    return table, [warning] if warning else []
 
 
-def predict_cost(path: Path, device: Device, table: Path | None, tables: Path) -> dict:
-    """Cost of one model file from a table, without the device."""
-    from hwnas.export import onnx_metadata, read_metadata
-    from hwnas.modelfile import load_onnx, onnx_weights
+def predict_cost(path: Path, device: Device, table: Path | None, tables: Path, allow_foreign: bool = False) -> dict:
+    """Cost of one model file from a table, without the device.
 
-    onnx_model = load_onnx(path) if path.suffix == ".onnx" else None
-    meta = onnx_metadata(onnx_model) if onnx_model is not None else read_metadata(path)
-    if "arch" in meta:
-        from hwnas.arch import Arch
+    The file is opened and checked first (:class:`hwnas.verify.ModelFile`: a truncated model or a sidecar of
+    another model is refused), and its parameters are counted the way ``--measure`` counts them.
+    """
+    from hwnas.verify import ModelFile
+
+    mf = ModelFile(path)
+    params = mf.weights[0]
+    if "arch" in mf.meta:
         from hwnas.cost import CostModel
+        from hwnas.export import metadata_arch
 
-        arch = Arch.parse(meta["arch"])
-        model = CostModel(_load_table(_table_path(device, table, tables, arch=arch), device, path, arch))
-        p = model.predict(arch)
-        params = onnx_weights(onnx_model)[0] if onnx_model is not None else p.params
+        arch = metadata_arch(mf.meta, path)
+        tab, warnings = _load_table(_table_path(device, table, tables, arch=arch), device, path, arch, allow_foreign)
+        p = CostModel(tab).predict(arch)
         return {"source": "predicted (arch)", "arch": str(arch), "latency_ms": p.latency_ms,
-                "memory_bytes": p.memory_bytes, "params": params}
-    if onnx_model is None:
+                "memory_bytes": p.memory_bytes, "params": params, "warnings": warnings}
+    if mf.onnx is None:
         raise ConfigError(f"{path} carries no hwnas architecture, so --predict cannot price it.",
                           "predict ONNX models (their graph is priced block by block), or use --measure")
     from hwnas.modelcost import predict_model
 
-    tab = _load_table(_table_path(device, table, tables, model=path), device, path)
-    pred = predict_model(tab, onnx_model)
+    tab, warnings = _load_table(_table_path(device, table, tables, model=path), device, path, None, allow_foreign)
+    pred = predict_model(tab, mf.onnx)
     if pred.unpriced:
         names = "; ".join(str(u) for u in pred.unpriced[:12]) + (" …" if len(pred.unpriced) > 12 else "")
         raise TableError(f"{path}: the table cannot price {len(pred.unpriced)} of {pred.blocks} blocks: {names}.",
                          f"profile this model's blocks on the device: hwnas profile --device {device.name} "
                          f"--model {path}, then pass that --table")
     return {"source": "predicted (blocks)", "arch": None, "latency_ms": pred.latency_ms,
-            "memory_bytes": pred.memory_bytes, "params": pred.params}
+            "memory_bytes": pred.memory_bytes, "params": params, "warnings": warnings}
 
 
 def measure_cost(path: Path, device: Device, rounds: int = 9) -> dict:
@@ -165,20 +183,29 @@ def _judge(result: ModelResult, limits: Limits, baseline: dict | None) -> None:
                                        f"({old * scale:.3f} → {new * scale:.3f} {unit}; allowed {allowed:.1%})")
 
 
+class _BaselineRow(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+    model: str
+    latency_ms: Positive
+    memory_bytes: Positive | None = None
+
+
+class _Baseline(BaseModel):
+    """What a baseline needs of an earlier ``--out`` report."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    results: list[_BaselineRow]
+
+
 def load_baseline(path: Path) -> dict[str, dict]:
-    try:
-        data = json.loads(Path(path).read_text())
-        return {r["model"]: r for r in data["results"]}
-    except FileNotFoundError:
-        raise ConfigError(f"baseline {path} does not exist.", "pass a report written by hwnas check --out") from None
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"baseline {path} is not an hwnas check report ({exc}).",
-                          "pass a report written by hwnas check --out") from None
+    fix = "pass a report written by hwnas check --out"
+    data = validate(_Baseline, read_json(Path(path), "baseline", fix), f"baseline {path}", fix)
+    return {r.model: r.model_dump() for r in data.results}
 
 
 def check(models: list[Path], device: Device, *, mode: str = "measure", budgets: Budgets | None = None,
           flags: Limits = Limits(), table: Path | None = None, tables: Path = Path("latency_tables"),
-          baseline: Path | None = None, rounds: int = 9) -> CheckReport:
+          baseline: Path | None = None, rounds: int = 9, allow_foreign: bool = False) -> CheckReport:
     if mode not in MODES:
         raise ConfigError(f"unknown mode '{mode}'.", "use --measure or --predict")
     if not models:
@@ -197,10 +224,12 @@ def check(models: list[Path], device: Device, *, mode: str = "measure", budgets:
         plans.append((path, limits))
     results = []
     for path, limits in plans:
-        cost = predict_cost(path, device, table, tables) if mode == "predict" else measure_cost(path, device, rounds)
+        cost = (predict_cost(path, device, table, tables, allow_foreign) if mode == "predict"
+                else measure_cost(path, device, rounds))
         res = ModelResult(str(path), device.name, cost["source"], cost["arch"], cost["latency_ms"],
                           cost["memory_bytes"], int(cost["params"]),
-                          {k: v for k, v in asdict(limits).items() if v is not None})
+                          {k: v for k, v in asdict(limits).items() if v is not None},
+                          warnings=cost.get("warnings", []))
         _judge(res, limits, base.get(str(path)))
         results.append(res)
     return CheckReport(device.name, mode, results)

@@ -27,17 +27,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from hwnas import __version__
 from hwnas.arch import Arch
 from hwnas.atomic import atomic_write_text, ensure_writable_dir
-from hwnas.errors import ConfigError, DeviceUnavailable, MeasurementError
+from hwnas.errors import ConfigError, DeviceUnavailable, MeasurementError, OutputError
 from hwnas.parity import Parity, compare, random_inputs
+from hwnas.schema import read_json, validate
 
 if TYPE_CHECKING:
     from torch import nn
 
 FORMATS = {"onnx": ".onnx", "tflite": ".tflite", "tensorrt": ".engine"}
+PRECISIONS = ("fp32", "fp16", "int8")  # of a TensorRT engine; ONNX and TFLite exports are fp32
+TRTEXEC_TIMEOUT_S = 3600  # an engine build of a large net takes minutes; an hour means trtexec hung
 INIT_SEED = 0  # an architecture exported without weights is initialized from this seed (reproducible)
 PREFIX = "hwnas."
 
@@ -83,8 +87,8 @@ class Source:
         if "arch" not in meta:
             raise ConfigError("the model carries no hwnas metadata (not exported by hwnas export).",
                               "pass --reference RUN_DIR or --reference ARCH --weights W to compare against")
-        arch = Arch.parse(meta["arch"])
-        classes = int(meta["classes"]) if meta.get("classes", "").isdigit() else _space_classes(arch)
+        arch = metadata_arch(meta, "the model")
+        classes = int(meta["classes"]) if "classes" in meta else _space_classes(arch)
         if weights is not None:
             return _with_weights(arch, weights)
         if meta.get("trained") != "true":
@@ -98,6 +102,16 @@ class Source:
             raise ConfigError(f"{run}/weights.pt changed since the model was exported (digest differs).",
                               "export the model again, or pass the weights it was exported from")
         return src
+
+
+def metadata_arch(meta: dict[str, str], source: Path | str) -> Arch:
+    """The architecture named by a model's ``hwnas.arch`` metadata; a malformed one names the model."""
+    try:
+        return Arch.parse(meta["arch"])
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: its hwnas.arch metadata is wrong: {exc.message}",
+                          "re-export the model with hwnas export (its metadata was edited or is corrupt), or "
+                          f"pass --reference ARCH ({exc.hint})") from None
 
 
 def _space_classes(arch: Arch) -> int:
@@ -123,18 +137,38 @@ def _with_weights(arch: Arch, weights: Path, run_dir: str = "", table_sha256: st
     return Source(arch, _classes_of(state), state, _sha256(weights), run_dir, table_sha256)
 
 
+class _Open(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class _Best(_Open):
+    """What export reads of a run's ``best.json`` (the rest is the search's own record)."""
+
+    arch: str = Field(min_length=1, max_length=4096)
+
+
+class _RunConfig(_Open):
+    """What export reads of a run's ``config.json``."""
+
+    table_sha256: str = ""
+
+
 def from_run_dir(run: Path) -> Source:
     run = Path(run)
     best, weights = run / "best.json", run / "weights.pt"
     if not best.is_file() or not weights.is_file():
         raise ConfigError(f"{run} is not a finished search run (no best.json or weights.pt).",
                           "pass a run directory written by hwnas search (finish it with --resume), or an ARCH")
+    fix = "re-run the search (or finish it with hwnas search --resume), or export its ARCH with --weights"
+    arch_text = validate(_Best, read_json(best, "run file", fix), str(best), fix).arch
     try:
-        arch = Arch.parse(json.loads(best.read_text())["arch"])
-        config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{run}: best.json or config.json is malformed ({exc}).", "re-run the search") from None
-    return _with_weights(arch, weights, str(run.resolve()), str(config.get("table_sha256", "")))
+        arch = Arch.parse(arch_text)
+    except ConfigError as exc:
+        raise ConfigError(f"{best}: its arch is wrong: {exc.message}", fix) from None
+    cfg_file = run / "config.json"
+    config = validate(_RunConfig, read_json(cfg_file, "run file", fix), str(cfg_file), fix) if cfg_file.exists() \
+        else _RunConfig()
+    return _with_weights(arch, weights, str(run.resolve()), config.table_sha256)
 
 
 def resolve_source(source: str, weights: Path | None = None, classes: int | None = None) -> Source:
@@ -142,6 +176,11 @@ def resolve_source(source: str, weights: Path | None = None, classes: int | None
 
     ``classes`` sizes the classifier of an architecture exported without weights (default: the space's).
     """
+    from hwnas.modelfile import MAX_CLASSES
+
+    if classes is not None and not (isinstance(classes, int) and 1 <= classes <= MAX_CLASSES):
+        raise ConfigError(f"--classes {classes!r} is not a class count from 1 to {MAX_CLASSES}.",
+                          "pass the number of classes the classifier predicts, e.g. --classes 10")
     path = Path(source)
     if path.is_dir():
         src = from_run_dir(path)
@@ -182,14 +221,24 @@ def to_engine(module: nn.Module, input_shape: tuple[int, ...], path: Path, preci
         raise DeviceUnavailable("exporting a TensorRT engine needs trtexec, which is not on PATH.",
                                 "run on a machine with TensorRT and an NVIDIA GPU, or export --format onnx and "
                                 "build the engine there (trtexec --onnx=model.onnx --saveEngine=model.engine)")
-    flags = {"fp16": ["--fp16"], "int8": ["--int8"], "fp32": []}[precision]
+    flags = {"fp16": ["--fp16"], "int8": ["--int8"], "fp32": []}[_precision(precision, "tensorrt")]
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp, "model.onnx")
         export_onnx(module, input_shape, onnx_path)
 
         def build(out: Path) -> None:
             cmd = [trtexec, f"--onnx={onnx_path}", f"--saveEngine={out}", "--skipInference", *flags]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TRTEXEC_TIMEOUT_S, check=False)
+            except FileNotFoundError:
+                raise DeviceUnavailable(f"trtexec {trtexec!r} cannot be run (not found, or not an executable).",
+                                        "install TensorRT and put trtexec on PATH, or pass --trtexec PATH") from None
+            except PermissionError:
+                raise DeviceUnavailable(f"trtexec {trtexec!r} is not executable.",
+                                        "pass --trtexec the path of TensorRT's trtexec binary") from None
+            except subprocess.TimeoutExpired:
+                raise MeasurementError(f"trtexec did not finish building the engine in {TRTEXEC_TIMEOUT_S} s.",
+                                       f"check the GPU (nvidia-smi) and run it by hand: {' '.join(cmd)}") from None
             if proc.returncode != 0:
                 raise MeasurementError(f"trtexec failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-600:]}",
                                        f"run by hand: {' '.join(cmd)}")
@@ -197,13 +246,39 @@ def to_engine(module: nn.Module, input_shape: tuple[int, ...], path: Path, preci
         _atomic(path, build)
 
 
+def _precision(precision: str, fmt: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}'.", f"use one of {', '.join(PRECISIONS)}")
+    if fmt != "tensorrt" and precision != "fp32":
+        raise ConfigError(f"--precision {precision} applies to TensorRT engines; {fmt} exports are fp32.",
+                          "drop --precision, or export --format tensorrt")
+    return precision
+
+
+def output_path(out: Path, arch: Arch, fmt: str) -> Path:
+    """The file ``out`` names: itself, or ``<arch id>.<ext>`` in it when it is a folder (or has no suffix);
+    its folder created and checked writable, before any conversion runs."""
+    out = Path(out)
+    if out.is_dir() or not out.suffix:
+        out = out / f"{arch.id}{FORMATS[fmt]}"
+    if out.is_dir():
+        raise OutputError(f"--out {out} is a directory, so the model cannot be written there.",
+                          "pass a file path, or a folder that does not hold a folder of that name")
+    ensure_writable_dir(out.parent)
+    return out
+
+
 def _atomic(path: Path, write) -> None:
+    """``write(tmp)`` next to ``path``, then rename; on any failure the temp file is removed, the old file kept."""
     path = Path(path)
     ensure_writable_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}.",
+                          "choose another --out path, or free disk space / fix permissions") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -213,24 +288,32 @@ def sidecar(path: Path) -> Path:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    """The hwnas metadata of a model file: ONNX ``metadata_props``, else its sidecar; {} when it has none."""
+    """The hwnas metadata of a model file, checked (:func:`hwnas.modelfile.check_metadata`): ONNX
+    ``metadata_props``, else its sidecar; {} when it has none."""
+    from hwnas.modelfile import check_metadata
+
     path = Path(path)
     if path.suffix == ".onnx":
         from hwnas.modelfile import load_onnx
 
-        return onnx_metadata(load_onnx(path, check=False))
+        return onnx_metadata(load_onnx(path, check=False), path)
     side = sidecar(path)
-    if not side.is_file():
+    if not side.exists():
         return {}
-    try:
-        data = json.loads(side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{side} is malformed ({exc}).", "export the model again") from None
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    data = read_json(side, "metadata sidecar", "export the model again with hwnas export (it writes the sidecar), "
+                     "or delete the sidecar")
+    return check_metadata(data, side)
 
 
-def onnx_metadata(model) -> dict[str, str]:
-    return {p.key[len(PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+def onnx_metadata(model, source: Path | str = "the model") -> dict[str, str]:
+    """The ``hwnas.*`` ``metadata_props`` of an ONNX model, checked against one schema."""
+    from hwnas.modelfile import check_metadata
+
+    props = {}
+    for p in model.metadata_props:
+        if p.key.startswith(PREFIX):
+            props[p.key[len(PREFIX):]] = p.value
+    return check_metadata(props, source)
 
 
 # -- the export ----------------------------------------------------------------------------------
@@ -249,9 +332,8 @@ def export(source: Source, fmt: str, out: Path, *, precision: str = "fp32", trte
     """Write ``source`` as ``fmt`` to ``out``; parity with PyTorch is checked where the runtime is on this host."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format '{fmt}'.", f"use one of {', '.join(FORMATS)}")
-    out = Path(out)
-    if out.is_dir() or not out.suffix:  # a folder: the file is named after the architecture
-        out = out / f"{source.arch.id}{FORMATS[fmt]}"
+    _precision(precision, fmt)
+    out = output_path(out, source.arch, fmt)
     module = source.build()
     shape = source.arch.space.input_shape
     meta = source.metadata()

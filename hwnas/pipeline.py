@@ -30,34 +30,53 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, Field
 
 from hwnas.atomic import atomic_write_text, ensure_writable_dir
 from hwnas.budgets import Budgets, Limits, resolve_limits
 from hwnas.devices import get_device
 from hwnas.errors import ConfigError, OutputError, TableError
+from hwnas.schema import STRICT, NonNegativeInt, Positive, PositiveInt, read_json, read_toml, settings, validate
 
 STEPS = ("table", "calibrate", "search", "export", "verify", "report")
 OUTPUTS = {"search", "verify", "model.onnx", "model.tflite", "calibration.png", "heatmap.png", "report.md",
            "report.html"}
 
 
-@dataclass(frozen=True)
+Margin = Annotated[float, Field(ge=0, lt=0.5, allow_inf_nan=False)]
+
+
+def _no_calibration_or_enough(n: int) -> int:
+    from hwnas.validate import MIN_FIT
+
+    if 0 < n < MIN_FIT:  # a calibration is fitted on at least MIN_FIT nets besides the reference
+        raise ValueError(f"must be 0 (no calibration) or at least {MIN_FIT} nets, got {n}")
+    return n
+
+
+CalibrationSamples = Annotated[NonNegativeInt, AfterValidator(_no_calibration_or_enough)]
+
+
+@settings("pipeline settings", "correct it on the command line or in the --config file (keys and flags share "
+          "names: latency_ms is --latency-ms)")
 class PipelineConfig:
     device: str = "cpu"
-    latency_ms: float | None = None
-    memory_mb: float | None = None
+    latency_ms: Positive | None = None
+    memory_mb: Positive | None = None
     space: str = "proxyless"
-    resolution: int = 32
+    resolution: PositiveInt = 32
     strategy: str = "evolution"
     estimator: str = "naswot"
-    evaluations: int = 40
-    epochs: int = 10
+    evaluations: PositiveInt = 40
+    epochs: PositiveInt = 10
     data: str = "digits"
-    seed: int = 0
+    seed: NonNegativeInt = 0
     tables: str = "latency_tables"
-    calibration_samples: int = 20
-    limit: int | None = None  # use at most this many images (quick runs)
-    margin: float = 0.05  # the search aims this far under each budget: measurement noise is ±6% here
+    calibration_samples: CalibrationSamples = 20  # 0 skips the calibration
+    limit: PositiveInt | None = None  # use at most this many images (quick runs)
+    margin: Margin = 0.05  # the search aims this far under each budget: measurement noise is ±6% here
 
     def search_budget(self) -> tuple[float | None, float | None]:
         """(latency ms, memory MB) the search is held to: the budgets less the margin."""
@@ -68,18 +87,12 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.latency_ms is None and self.memory_mb is None:
             raise ConfigError("the pipeline needs a budget.", "give --latency-ms and/or --memory-mb")
-        if not 0.0 <= self.margin < 0.5:
-            raise ConfigError(f"margin {self.margin} is out of range.", "give a fraction in [0, 0.5), e.g. 0.05")
 
     @classmethod
     def from_toml(cls, path: Path, **overrides) -> PipelineConfig:
         """Defaults, then the TOML file's keys, then ``overrides`` (the flags that were given)."""
-        from hwnas.budgets import tomllib
-
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read pipeline config {path} ({exc}).", "pass a valid TOML file") from None
+        data = read_toml(Path(path), "pipeline config", "pass a TOML file of pipeline settings (README: "
+                         "hwnas pipeline --config)")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
@@ -97,6 +110,15 @@ class PipelineResult:
     passed: bool
 
 
+_START_OVER = "pass --force to start the pipeline over in that folder (or choose another --out)"
+
+
+class _StateFile(BaseModel):
+    model_config = STRICT
+    config: dict[str, Any]
+    done: dict[str, dict[str, Any]]
+
+
 class _State:
     """``pipeline.json``: the config and the steps finished, written atomically after each step."""
 
@@ -105,7 +127,8 @@ class _State:
         config = asdict(cfg)
         self.done: dict[str, dict] = {}
         if self.path.exists():
-            old = json.loads(self.path.read_text())
+            old = validate(_StateFile, read_json(self.path, "pipeline state", _START_OVER), str(self.path),
+                           _START_OVER).model_dump()
             if not (resume or force):
                 raise OutputError(f"{out} already holds a pipeline run.",
                                   "pass --resume to continue it, --force to start over, or choose another --out")

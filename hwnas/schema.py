@@ -116,6 +116,10 @@ def describe(exc: ValidationError, key: Callable[[str], str] = lambda k: f"key '
         return f"{where} is missing"
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         return f"{where} is not a known key"
+    if err["type"] == "value_error":  # a rule across keys (a model validator): its own words
+        return f"{where}: {msg[len('Value error, '):]}"
+    if err["type"] in ("dict_type", "model_type", "dataclass_type") and not err["loc"]:
+        return f"the file must hold an object of keys, got {_shown(err.get('input'))}"
     msg = msg[0].lower() + msg[1:]
     if msg.startswith("input should be"):
         msg = "must be" + msg[len("input should be"):]
@@ -125,7 +129,7 @@ def describe(exc: ValidationError, key: Callable[[str], str] = lambda k: f"key '
     return f"{where} {msg}, got {_shown(err.get('input'))}{extra}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _adapter(schema: Any) -> TypeAdapter:
     return TypeAdapter(schema)
 
@@ -140,15 +144,10 @@ def validate(schema: type[T] | Any, data: Any, source: str, fix: str, error: _Er
         raise error(f"{source} is nested too deeply.", fix) from None
 
 
-def flag_name(key: str) -> str:
-    """How a settings key is spelled on the command line (``latency_ms`` -> ``--latency-ms``)."""
-    return "--" + key.replace("_", "-")
-
-
 def settings(what: str, fix: str = "") -> Callable[[type[T]], type[T]]:
     """Make ``cls`` a frozen, strictly validated dataclass whose bad values raise :class:`ConfigError`.
 
-    The message names the key as it is spelled in a file and as a flag, so one rule serves both.
+    The message names the key (a flag of the same name is spelled ``--key-name``).
     """
 
     def wrap(cls: type[T]) -> type[T]:
@@ -160,7 +159,7 @@ def settings(what: str, fix: str = "") -> Callable[[type[T]], type[T]]:
             try:
                 init(self, *args, **kwargs)
             except ValidationError as exc:
-                problem = describe(exc, key=lambda k: f"'{k}' ({flag_name(k.split('.')[0])})")
+                problem = describe(exc, key=lambda k: f"'{k}'")
                 raise ConfigError(f"{what}: {problem}.", fix or f"correct it in the {what} file or flag") from None
 
         pcls.__init__ = __init__

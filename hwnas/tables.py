@@ -10,16 +10,123 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hwnas.atomic import atomic_write_text
 from hwnas.errors import TableError
+from hwnas.schema import STRICT, Finite, NonNegativeInt, Threads, read_json, validate
 from hwnas.stats import LatencyStats
 
 SCHEMA_VERSION = 1
 UNITS = {"latency": "ms", "memory": "bytes"}
 # Fingerprint fields that must agree for a table to be used with a device.
 MATCH_FIELDS = ("device", "backend", "runtime", "runtime_version", "precision", "threads", "host_cpu")
+# The terms a stored calibration may weigh (hwnas.cost.CostModel.features computes each).
+CALIBRATION_TERMS = ("predicted_ms", "blocks", "io_mb", "weight_mb")
+FOREIGN_FLAG = "--allow-foreign-table"  # the explicit override of the fingerprint rule
+MODEL_SPACE = "onnx-blocks"  # the space id of a model table (the blocks of one ONNX model, hwnas.modelcost)
+
+
+# -- the file's schema: what Table.load accepts; a wrong type, range or a missing key is one TableError ----------
+# Bounds far past any real measurement: a hand-edited 1e308 would overflow every sum it enters.
+Millis = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]  # a block slower than 1000 s is no block
+Bytes = Annotated[int, Field(ge=0, le=2**50)]
+class _Open(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class _Stats(BaseModel):
+    model_config = STRICT
+    median: Millis
+    p10: Millis | None = None
+    p90: Millis | None = None
+    mean: Millis
+    std: Millis
+    min: Millis
+    n: NonNegativeInt
+    outliers: NonNegativeInt = 0
+    source: str = "samples"
+    p95: Millis | None = None
+
+    def stats(self) -> LatencyStats:
+        return LatencyStats(**self.model_dump())
+
+
+class _Entry(BaseModel):
+    model_config = STRICT
+    latency: _Stats | None
+    memory: dict[str, Bytes]
+    flags: list[str] = []
+    unit: str = ""
+
+    def entry(self) -> Entry:
+        return Entry(self.latency.stats() if self.latency else None, dict(self.memory), tuple(self.flags), self.unit)
+
+
+class _Fingerprint(_Open):
+    device: str = Field(min_length=1)
+    backend: str = Field(min_length=1)
+    runtime: str
+    runtime_version: str
+    precision: str
+    threads: Threads
+    host_cpu: str
+
+
+class _Space(_Open):
+    id: str = Field(min_length=1)
+    name: str | None = Field(None, min_length=1)
+    resolution: Annotated[int, Field(ge=1, le=8192)] | None = None
+    width: Annotated[float, Field(gt=0, le=64, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _a_search_space_has_a_setting(self) -> _Space:
+        if self.id != MODEL_SPACE and (self.name is None or self.resolution is None):
+            raise ValueError("a search space's table needs space.name and space.resolution")
+        return self
+
+
+class _Feedback(_Open):
+    shift_ms: Finite = 0.0
+
+
+class _Calibration(_Open):
+    terms: list[Literal[CALIBRATION_TERMS]] = Field(min_length=1)  # type: ignore[valid-type]
+    coef: list[Finite]
+    intercept_ms: Finite
+    feedback: _Feedback | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_form(cls, data: Any) -> Any:  # measured = scale * predicted + offset
+        if isinstance(data, dict) and "scale" in data:
+            rest = {k: v for k, v in data.items() if k not in ("scale", "offset_ms")}
+            return {**rest, "terms": ["predicted_ms"], "coef": [data["scale"]], "intercept_ms": data.get("offset_ms")}
+        return data
+
+    @model_validator(mode="after")
+    def _one_coef_a_term(self) -> _Calibration:
+        if len(self.coef) != len(self.terms):
+            raise ValueError(f"calibration has {len(self.terms)} terms but {len(self.coef)} coefficients")
+        return self
+
+
+class TableFile(BaseModel):
+    """A table file as hwnas writes it (schema_version 1); unknown top-level keys are kept as extras."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    schema_version: int
+    hwnas_version: str = ""
+    created: str = ""
+    units: dict[str, str]
+    device: _Fingerprint
+    space: _Space
+    settings: dict[str, Any]
+    overhead: _Stats
+    calibration: _Calibration | None = None
+    entries: dict[str, _Entry]
 
 
 @dataclass(frozen=True)
@@ -70,15 +177,8 @@ class Table:
 
     @classmethod
     def load(cls, path: Path) -> Table:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise TableError(f"table {path} does not exist.",
-                             "check the path, or create it with hwnas profile") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise TableError(f"table {path} is corrupt or unreadable ({exc}).",
-                             "re-create it with hwnas profile (or --resume an interrupted run)") from None
+        data = read_json(Path(path), "table", "check the path, or re-create it with hwnas profile (or --resume an "
+                         "interrupted run)", TableError)
         return cls.from_dict(data, path)
 
     @classmethod
@@ -87,38 +187,42 @@ class Table:
             raise TableError(f"{source} is not an hwnas table (no schema_version).",
                              "pass a file written by hwnas profile")
         version = data["schema_version"]
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise TableError(f"{source} has schema version {version}; this hwnas reads up to {SCHEMA_VERSION}.",
+        if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION:
+            raise TableError(f"{source} has schema version {version!r}; this hwnas reads up to {SCHEMA_VERSION}.",
                              "upgrade hwnas (pip install -U hwnas) to read it")
         if data.get("units") != UNITS:
             raise TableError(f"{source} uses units {data.get('units')}, expected {UNITS}.",
                              "re-create it with hwnas profile")
-        known = {"schema_version", "hwnas_version", "created", "units", "device", "space", "settings",
-                 "overhead", "entries"}
-        try:
-            return cls(fingerprint=dict(data["device"]), space=dict(data["space"]), settings=dict(data["settings"]),
-                       overhead=LatencyStats.from_dict(data["overhead"]),
-                       entries={str(k): Entry.from_dict(v) for k, v in data["entries"].items()},
-                       created=str(data.get("created", "")), hwnas_version=str(data.get("hwnas_version", "")),
-                       extra={k: v for k, v in data.items() if k not in known})
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise TableError(f"{source} is missing or has malformed fields ({exc!r}).",
-                             "re-create it with hwnas profile") from None
+        f = validate(TableFile, data, str(source), "re-create it with hwnas profile (a hand-edited table must keep "
+                     "the types and ranges hwnas writes)", TableError)
+        known = set(TableFile.model_fields)
+        return cls(fingerprint=f.device.model_dump(), space=f.space.model_dump(exclude_none=True),
+                   settings=dict(f.settings), overhead=f.overhead.stats(),
+                   entries={k: e.entry() for k, e in f.entries.items()}, created=f.created,
+                   hwnas_version=f.hwnas_version,
+                   extra={k: v for k, v in data.items() if k not in known or k == "calibration" and v is not None})
 
     # -- use ------------------------------------------------------------------------------------
     @property
     def file_stem(self) -> str:
         return table_stem(self.fingerprint["device"], self.space["id"], self.space["resolution"])
 
-    def check_fingerprint(self, fingerprint: dict[str, Any]) -> None:
-        """Refuse to serve a device or runtime other than the one this table was measured on."""
+    def check_fingerprint(self, fingerprint: dict[str, Any], *, allow_foreign: bool = False) -> str:
+        """Refuse to serve a device or runtime other than the one this table was measured on.
+
+        Returns "" when the table matches. With ``allow_foreign`` (the user's explicit
+        ``--allow-foreign-table``) a mismatch is returned as a warning for the report instead of refused.
+        """
         diffs = [f"{f}: table has {self.fingerprint.get(f)!r}, device has {fingerprint.get(f)!r}"
                  for f in MATCH_FIELDS if self.fingerprint.get(f) != fingerprint.get(f)]
-        if diffs:
-            raise TableError(f"table for '{self.fingerprint.get('device')}' does not match this device: "
-                             + "; ".join(diffs) + ".",
-                             f"profile this device (hwnas profile --device {fingerprint.get('device')}) "
-                             "or pass the table that was made on it")
+        if not diffs:
+            return ""
+        problem = (f"table {self.file_stem} for '{self.fingerprint.get('device')}' does not match this device: "
+                   + "; ".join(diffs) + ".")
+        if allow_foreign:
+            return f"FOREIGN TABLE: {problem} Its figures were measured elsewhere and may be wrong here."
+        raise TableError(problem, f"profile this device (hwnas profile --device {fingerprint.get('device')}) "
+                         f"or pass the table that was made on it; {FOREIGN_FLAG} uses it anyway, with a warning")
 
     def latency_ms(self, key: str) -> float:
         try:

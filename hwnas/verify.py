@@ -6,7 +6,7 @@
    ``reference``) and the model run on seeded random inputs and on real validation images, compared with
    the precision's tolerance (:mod:`hwnas.parity`); top-1 agreement on the real images. Runtimes that only
    time (a phone's ``benchmark_model``, ``trtexec``) are compared on the host runtime of the same file.
-3. Latency: the device's timing loop in interleaved rounds, the same statistics as the profiler.
+3. Latency: the device's timing loop in consecutive rounds of the one model, pooled with the profiler's statistics.
 4. Memory: activation memory as the runtime allocates it (:mod:`hwnas.memprobe`, host runtimes) plus the
    weights; predicted figures from the device's table for the model's architecture, with their errors.
 5. Budget: a budgets file and/or limits; the report says pass or fail for each.
@@ -62,29 +62,31 @@ class ModelFile:
     """
 
     def __init__(self, path: Path) -> None:
-        from hwnas.export import onnx_metadata, read_metadata
-        from hwnas.modelfile import check_tflite, image_input, load_onnx
+        from hwnas.export import metadata_arch, onnx_metadata, read_metadata
+        from hwnas.modelfile import check_model_file, check_tflite, image_input, load_onnx
 
         self.path = Path(path)
         self.onnx = load_onnx(self.path) if self.path.suffix == ".onnx" else None
         if self.onnx is not None:
-            self.meta = onnx_metadata(self.onnx)
+            self.meta = onnx_metadata(self.onnx, self.path)
             self.input_shape = tuple(image_input(self.onnx, self.path).shape)
             return
-        if self.path.suffix == ".tflite":
-            check_tflite(self.path)
+        check_model_file(self.path)
         self.meta = read_metadata(self.path)
         if "arch" not in self.meta:
             raise ConfigError(f"{path}: cannot tell its input shape (no hwnas metadata sidecar "
                               f"{self.path.name}.hwnas.json).",
                               "verify models written by hwnas export, or ONNX models (their graph has the shape)")
-        from hwnas.arch import Arch
-
-        self.input_shape = tuple(Arch.parse(self.meta["arch"]).space.input_shape)
+        self.input_shape = tuple(metadata_arch(self.meta, self.path).space.input_shape)
+        if self.path.suffix == ".tflite":  # it loads (a truncated file does not), and the sidecar belongs to it
+            check_tflite(self.path, self.input_shape)
 
     @classmethod
     def for_backend(cls, path: Path, device: Device, backend_name: str) -> ModelFile:
         """The file, if it is the kind of model the device's runtime runs."""
+        from hwnas.modelfile import check_model_file
+
+        check_model_file(path)  # missing, a folder, empty or too large: said as such, before its suffix
         want = SUFFIXES.get(backend_name)
         if want is None:
             raise ConfigError(f"hwnas does not run model files on the {backend_name} backend ({device.name}).",
@@ -159,13 +161,18 @@ def measure_latency(session, settings: MeasureSettings, rounds: int) -> tuple[di
 
 
 def _prediction(device: Device, fingerprint: dict, table: Path | None, arch: str | None,
-                tables: Path) -> tuple[dict | None, str]:
+                tables: Path, allow_foreign: bool = False) -> tuple[dict | None, str]:
+    """The table's prediction for the model, or None and why not (no arch, no table, another host's table).
+
+    A table measured elsewhere is no prediction of this device (and no reason to fail a verification):
+    with ``allow_foreign`` it is used, and the report carries the warning.
+    """
     if arch is None:
         return None, "no prediction: the model carries no hwnas architecture (price it with hwnas check --predict)"
     from hwnas.arch import Arch
     from hwnas.cost import CostModel
     from hwnas.profiling import default_table_path
-    from hwnas.tables import Table
+    from hwnas.tables import FOREIGN_FLAG, Table
 
     a = Arch.parse(arch)
     path = table or default_table_path(device, a.space, tables)
@@ -174,15 +181,15 @@ def _prediction(device: Device, fingerprint: dict, table: Path | None, arch: str
                       f"(hwnas profile --device {device.name} --resolution {a.resolution})")
     loaded = Table.load(path)
     try:
-        loaded.check_fingerprint(fingerprint)
+        warning = loaded.check_fingerprint(fingerprint, allow_foreign=allow_foreign)
     except TableError as exc:
-        return None, f"no prediction: {exc.message}"
+        return None, f"no prediction: {exc.message} ({FOREIGN_FLAG} uses it anyway)"
     model = CostModel(loaded)
     p = model.predict(a)
     return {"table": str(path), "latency_ms": p.latency_ms,
             "raw_latency_ms": model.predict(a, calibrated=False, planned=False).latency_ms,
             "calibrated": model.calibration is not None, "weight_bytes": p.weight_bytes,
-            "planned_activation_bytes": p.planned_activation_bytes, "memory_bytes": p.memory_bytes}, ""
+            "planned_activation_bytes": p.planned_activation_bytes, "memory_bytes": p.memory_bytes}, warning
 
 
 def _judge(report: VerifyReport, limits: Limits) -> None:
@@ -205,13 +212,19 @@ def _judge(report: VerifyReport, limits: Limits) -> None:
 def verify(model: Path, device: Device, *, table: Path | None = None, tables: Path = Path("latency_tables"),
            limits: Limits = Limits(), reference: str | None = None, weights: Path | None = None,
            data: str | None = "digits", real_images: int = 256, settings: MeasureSettings = DEFAULT_SETTINGS,
-           rounds: int = 9, seed: int = 0, memory: bool = True, out: Path | None = None) -> VerifyReport:
+           rounds: int = 9, seed: int = 0, memory: bool = True, out: Path | None = None,
+           allow_foreign: bool = False) -> VerifyReport:
+    from hwnas.data import check_spec
     from hwnas.memprobe import PROBES, measure_activation_memory
 
     model = Path(model)
+    if data is not None:
+        check_spec(data)  # a wrong --data is an error even where this model's parity would not read it
     backend = device.backend_instance()
     mf = ModelFile.for_backend(model, device, backend.name)
     meta, shape = mf.meta, mf.input_shape
+    if out is not None:
+        ensure_writable_dir(Path(out))  # before the measurement, not after it
     backend.check_ready()
     unit = backend.units()[0][1]
     session = unit.load(Artifact(model, shape, ()))
@@ -229,14 +242,13 @@ def verify(model: Path, device: Device, *, table: Path | None = None, tables: Pa
         if source.state_dict is None:
             report.notes.append("untrained weights (exported from an architecture): real-data parity skipped")
     report.latency, samples = measure_latency(session, settings, rounds)
-    wbytes = mf.weights[1] if mf.onnx is not None else None
-    predicted, why = _prediction(device, unit.fingerprint(), table, report.arch, tables)
+    wbytes = mf.weights[1]
+    predicted, why = _prediction(device, unit.fingerprint(), table, report.arch, tables, allow_foreign)
     if why:
         report.notes.append(why)
     if predicted:
         predicted["latency_error"] = report.latency["median"] / predicted["latency_ms"] - 1
         report.predicted = predicted
-        wbytes = wbytes if wbytes is not None else predicted["weight_bytes"]
     report.memory = {"weight_bytes": wbytes}
     if memory and backend.name in PROBES:
         probe = measure_activation_memory(backend.name, model, shape, device.threads)

@@ -30,6 +30,26 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
                           env=full_env, cwd=cwd or ROOT, timeout=timeout)
 
 
+def invoke(capsys, args) -> tuple[int, str]:
+    """Run the real command line in this process: (exit code, everything it printed)."""
+    from hwnas.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def cli(capsys, *args: str) -> tuple[int, str]:
+    """:func:`invoke`, asserting no traceback; the output with whitespace runs joined (rich wraps long lines)."""
+    code, said = invoke(capsys, args)
+    assert "Traceback" not in said, said
+    return code, " ".join(said.split())
+
+
 def crash_timing_after(monkeypatch, runs: int) -> None:
     """Let ``runs`` timed measurements through, then raise KeyboardInterrupt (like Ctrl-C mid-run)."""
     real = _REAL_TIME_SESSION
@@ -50,3 +70,34 @@ def record_timing(monkeypatch) -> list:
     timed: list = []
     monkeypatch.setattr(Backend, "time_session", staticmethod(lambda s, st: timed.append(s) or real(s, st)))
     return timed
+
+
+def stamp_for_this_host(table: Path, out: Path) -> Path:
+    """A copy of a shipped table whose fingerprint says it was measured here, on this host's runtime.
+
+    For tests of what is done *with* a table (pricing, gating, searching), which the fingerprint rule would
+    otherwise refuse on any host but the one the shipped tables were measured on. Never for figures.
+    """
+    import json
+
+    from hwnas.devices import get_device
+    from hwnas.tables import MATCH_FIELDS
+
+    data = json.loads(Path(table).read_text())
+    fp = get_device(data["device"]["device"]).backend_instance().fingerprint()
+    data["device"].update({k: fp[k] for k in MATCH_FIELDS})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / Path(table).name).write_text(json.dumps(data))
+    return out / Path(table).name
+
+
+@pytest.fixture(scope="session")
+def host_tables(tmp_path_factory) -> Path:
+    """The shipped tables as if measured on this host (see :func:`stamp_for_this_host`)."""
+    out = tmp_path_factory.mktemp("host-tables")
+    for table in sorted((ROOT / "latency_tables").glob("*.json")):
+        if table.name.endswith(".validation.json") or "-tflite-" in table.name and not HAS_TFLITE:
+            continue
+        stamp_for_this_host(table, out)
+    return out

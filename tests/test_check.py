@@ -66,9 +66,9 @@ latency = "1 ms"
 
 @pytest.mark.parametrize("text, match", [
     ("[[budget]]\nlatency = 8\n", "no unit"),
-    ("[[budget]]\nlatncy = '8 ms'\n", "unknown key"),
+    ("[[budget]]\nlatncy = '8 ms'\n", "not a known key"),
     ("[[budget]]\nmodels = '*.onnx'\n", "sets no limit"),
-    ("[budget]\nlatency = '8 ms'\n", "must hold"),
+    ("[budget]\nlatency = '8 ms'\n", "must be a valid list"),
     ("[[budget]\nlatency = '8 ms'\n", "not valid TOML"),
     ("[[budget]]\nmemory = '-3 MB'\n", "positive"),
 ])
@@ -78,10 +78,10 @@ def test_malformed_budget_files_are_refused(tmp_path, text, match):
 
 
 # -- exit codes -------------------------------------------------------------------------------------
-def test_predict_matches_hwnas_predict_for_its_arch(model, capsys):
-    code, out, _ = run_main(capsys, "predict", SMALL, "--table", f"{TABLES}/cpu-proxyless-32.json", "--json")
+def test_predict_matches_hwnas_predict_for_its_arch(host_tables, model, capsys):
+    code, out, _ = run_main(capsys, "predict", SMALL, "--table", f"{host_tables}/cpu-proxyless-32.json", "--json")
     predicted = json.loads(out)
-    code, out, _ = run_main(capsys, "check", str(model), "--device", "cpu", "--predict", "--tables", TABLES,
+    code, out, _ = run_main(capsys, "check", str(model), "--device", "cpu", "--predict", "--tables", str(host_tables),
                             "--max-latency-ms", "100", "--json")
     assert code == 0
     result = json.loads(out)["results"][0]
@@ -90,11 +90,13 @@ def test_predict_matches_hwnas_predict_for_its_arch(model, capsys):
     assert result["memory_bytes"] == predicted["memory_bytes"]
 
 
-def test_within_budget_exits_0_over_budget_exits_1(model, capsys, tmp_path):
+def test_within_budget_exits_0_over_budget_exits_1(host_tables, model, capsys, tmp_path):
     budgets = write(tmp_path / "b.toml", '[[budget]]\ndevice = "cpu"\nlatency = "100 ms"\nmemory = "1 GB"\n')
-    code, out, _ = run_main(capsys, "check", str(model), "--predict", "--tables", TABLES, "--budget", str(budgets))
+    code, out, _ = run_main(capsys, "check", str(model), "--predict", "--tables", str(host_tables),
+                            "--budget", str(budgets))
     assert code == 0 and "pass" in out
-    code, out, _ = run_main(capsys, "check", str(model), "--predict", "--tables", TABLES, "--budget", str(budgets),
+    code, out, _ = run_main(capsys, "check", str(model), "--predict", "--tables", str(host_tables),
+                            "--budget", str(budgets),
                             "--max-latency-ms", "0.01", "--junit", str(tmp_path / "j.xml"))
     assert code == 1 and "FAIL" in out and "latency" in out
     suite = ET.parse(tmp_path / "j.xml").getroot().find("testsuite")
@@ -102,14 +104,16 @@ def test_within_budget_exits_0_over_budget_exits_1(model, capsys, tmp_path):
     assert "latency" in suite.find("testcase/failure").get("message")
 
 
-def test_params_limit(model, capsys):
-    code, out, _ = run_main(capsys, "check", str(model), "--predict", "--tables", TABLES, "--max-params", "1000")
+def test_params_limit(host_tables, model, capsys):
+    code, out, _ = run_main(capsys, "check", str(model), "--predict", "--tables", str(host_tables),
+                            "--max-params", "1000")
     assert code == 1 and "params" in out
 
 
-def test_github_actions_annotations(model, capsys, monkeypatch):
+def test_github_actions_annotations(host_tables, model, capsys, monkeypatch):
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    code, out, _ = run_main(capsys, "check", str(model), "--predict", "--tables", TABLES, "--max-latency-ms", "0.01")
+    code, out, _ = run_main(capsys, "check", str(model), "--predict", "--tables", str(host_tables),
+                            "--max-latency-ms", "0.01")
     assert code == 1
     assert any(line.startswith(f"::error file={model},title=hwnas check (cpu)::latency") for line in out.splitlines())
 
@@ -121,14 +125,20 @@ def test_github_actions_annotations(model, capsys, monkeypatch):
     (["--predict", "--max-latency-ms", "5", "--baseline", "nowhere.json"], "baseline"),
     (["--predict", "--max-latency-ms", "5", "--device", "cpu-tflite", "--table",
       f"{TABLES}/cpu-proxyless-32.json"], "was measured on 'cpu', not 'cpu-tflite'"),
+    (["--predict", "--max-latency-ms", "nan"], "must be a finite number > 0"),
+    (["--predict", "--max-latency-ms", "inf"], "must be a finite number > 0"),
+    (["--predict", "--max-latency-ms", "0"], "must be a finite number > 0"),
+    (["--predict", "--max-params", "nan"], "must be a finite number > 0"),
+    (["--predict", "--max-memory-mb", "-1"], "must be a finite number > 0"),
+
 ])
-def test_bad_input_exits_2(model, capsys, args, match):
-    extra = [] if "--tables" in args else ["--tables", TABLES]
+def test_bad_input_exits_2(host_tables, model, capsys, args, match):
+    extra = [] if "--tables" in args else ["--tables", str(host_tables)]
     code, _, err = run_main(capsys, "check", str(model), *args, *extra)
     assert code == 2 and match in err and "Traceback" not in err
 
 
-def test_measure_on_the_device_and_regression_against_a_baseline(model, capsys, tmp_path):
+def test_measure_on_the_device_and_regression_against_a_baseline(host_tables, model, capsys, tmp_path):
     report = tmp_path / "base.json"
     code, out, _ = run_main(capsys, "check", str(model), "--measure", "--max-latency-ms", "1000", "--rounds", "2",
                             "--out", str(report))
@@ -138,18 +148,31 @@ def test_measure_on_the_device_and_regression_against_a_baseline(model, capsys, 
     assert row["source"] == "measured" and row["latency_ms"] > 0 and row["memory_bytes"] > row["params"] * 4
     row["latency_ms"] /= 2  # the baseline was twice as fast: today's model regressed
     report.write_text(json.dumps(base))
-    code, out, _ = run_main(capsys, "check", str(model), "--predict", "--tables", TABLES, "--baseline", str(report),
+    code, out, _ = run_main(capsys, "check", str(model), "--measure", "--rounds", "2", "--baseline", str(report),
                             "--max-regression", "5")
     assert code == 1 and "regressed" in out
 
 
-def test_a_foreign_model_is_priced_block_by_block_after_profile_model(tmp_path, capsys):
+def test_predict_refuses_a_table_of_another_host_unless_told(host_tables, model, capsys, tmp_path):
+    data = json.loads((host_tables / "cpu-proxyless-32.json").read_text())
+    data["device"]["host_cpu"] = "Imaginary CPU 9000"
+    (tmp_path / "cpu-proxyless-32.json").write_text(json.dumps(data))
+    args = ["check", str(model), "--predict", "--tables", str(tmp_path), "--max-latency-ms", "100"]
+    code, _, err = run_main(capsys, *args)
+    assert code == 2 and "does not match this device" in err and "Imaginary CPU 9000" in err
+    assert "--allow-foreign-table" in err
+    code, out, err = run_main(capsys, *args, "--allow-foreign-table", "--json")
+    assert code == 0 and "warning" in err and "FOREIGN TABLE" in err
+    assert "Imaginary CPU 9000" in json.loads(out)["results"][0]["warnings"][0]
+
+
+def test_a_foreign_model_is_priced_block_by_block_after_profile_model(host_tables, tmp_path, capsys):
     from test_onnxblocks import export as export_torch
     from test_onnxblocks import small_mobilenet_v2
 
     foreign = export_torch(small_mobilenet_v2(), tmp_path / "mnv2.onnx")
     args = ["check", str(foreign), "--predict", "--max-latency-ms", "1000"]
-    code, _, err = run_main(capsys, *args, "--table", f"{TABLES}/cpu-proxyless-32.json")
+    code, _, err = run_main(capsys, *args, "--table", f"{host_tables}/cpu-proxyless-32.json")
     assert code == 2 and "cannot price" in err and "Conv" in err and "hwnas profile --device cpu --model" in err
     code, _, err = run_main(capsys, *args, "--tables", str(tmp_path))
     assert code == 2 and "no table" in err
@@ -162,7 +185,7 @@ def test_a_foreign_model_is_priced_block_by_block_after_profile_model(tmp_path, 
     assert row["source"] == "predicted (blocks)" and row["latency_ms"] > 0 and row["memory_bytes"] > 0
 
 
-def test_the_shipped_ci_files_work(model, tmp_path):
+def test_the_shipped_ci_files_work(host_tables, model, tmp_path):
     import subprocess
     import sys
 
@@ -175,7 +198,7 @@ def test_the_shipped_ci_files_work(model, tmp_path):
     assert "hwnas check" in runs and "--junit" in runs
     hook = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())[0]
     assert (ROOT / hook["entry"]).exists()
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HWNAS_TABLES": TABLES,
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HWNAS_TABLES": str(host_tables),
            "HWNAS_BUDGETS": str(write(tmp_path / "ok.toml", '[[budget]]\nlatency = "50 ms"\n'))}
     ok = subprocess.run([ROOT / hook["entry"], str(model)], env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr

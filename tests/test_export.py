@@ -18,7 +18,7 @@ from hwnas.backends.onnxruntime import OPSET
 from hwnas.budgets import Limits
 from hwnas.cost import CostModel
 from hwnas.devices import get_device
-from hwnas.errors import ConfigError, DeviceUnavailable
+from hwnas.errors import ConfigError, DeviceUnavailable, OutputError
 from hwnas.export import INIT_SEED, export, read_metadata, resolve_source
 from hwnas.runs import RunDir
 from hwnas.tables import Table
@@ -96,9 +96,9 @@ def test_tensorrt_export_without_trtexec_says_what_to_do(tmp_path, monkeypatch):
     assert not (tmp_path / "m.engine").exists()
 
 
-def test_verify_on_cpu_reports_parity_latency_memory_and_budget(exported, tmp_path):
+def test_verify_on_cpu_reports_parity_latency_memory_and_budget(exported, tmp_path, host_tables):
     report = verify(exported, get_device("cpu"), limits=Limits(latency_ms=1e4, memory_bytes=1e9),
-                    settings=QUICK, rounds=2, out=tmp_path / "v")
+                    settings=QUICK, rounds=2, out=tmp_path / "v", table=host_tables / "cpu-proxyless-32.json")
     assert report.passed, report.to_json()
     assert report.parity["runtime"] == "device"
     assert report.parity["random"]["passed"] and report.parity["random"]["max_abs_error"] < 1e-4
@@ -111,8 +111,37 @@ def test_verify_on_cpu_reports_parity_latency_memory_and_budget(exported, tmp_pa
     assert json.loads((tmp_path / "v" / "verify.json").read_text())["passed"] is True
     md = (tmp_path / "v" / "verify.md").read_text()
     assert "PASS" in md and "parity, real inputs" in md and (tmp_path / "v" / "latency.png").stat().st_size > 0
-    # the shipped table serves this host only when it was measured here; else the report says why not
-    assert report.predicted is not None or any("no prediction" in n for n in report.notes)
+    assert report.predicted["latency_ms"] > 0 and report.predicted["memory_bytes"] > 0
+    ratio = report.latency["median"] / report.predicted["latency_ms"]
+    assert report.predicted["latency_error"] == pytest.approx(ratio - 1)
+
+
+def test_verify_predicts_from_another_hosts_table_only_when_told(exported, tmp_path, host_tables):
+    data = json.loads((host_tables / "cpu-proxyless-32.json").read_text())
+    data["device"]["host_cpu"] = "Imaginary CPU 9000"
+    foreign = tmp_path / "cpu-proxyless-32.json"
+    foreign.write_text(json.dumps(data))
+    report = verify(exported, get_device("cpu"), table=foreign, settings=QUICK, rounds=1, memory=False)
+    assert report.predicted is None
+    assert any("no prediction" in n and "Imaginary CPU 9000" in n and "--allow-foreign-table" in n
+               for n in report.notes), report.notes
+    report = verify(exported, get_device("cpu"), table=foreign, settings=QUICK, rounds=1, memory=False,
+                    allow_foreign=True)
+    assert report.predicted is not None and any(n.startswith("FOREIGN TABLE") for n in report.notes)
+
+
+@needs_tflite
+def test_a_full_disk_during_a_tflite_export_is_one_error_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import errno
+
+    def full_disk(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OutputError, match="No space left on device") as exc:
+        export(resolve_source(SMALL), "tflite", tmp_path / "m.tflite")
+    assert "m.tflite" in exc.value.message
+    assert list(tmp_path.iterdir()) == []  # neither the model nor a *.tmp beside it
 
 
 def test_verify_fails_an_impossible_budget(exported):

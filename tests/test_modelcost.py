@@ -31,7 +31,8 @@ def mnv2(tmp_path_factory):
 def model_table(blocks, edges=None):
     """A model table as ``hwnas profile --model`` writes it (1 ms per block, 0.01 ms overhead), without timing."""
     one = summarize(np.array([1.0, 1.0, 1.0]))
-    return Table(fingerprint={"device": "cpu", "backend": "onnxruntime"},
+    return Table(fingerprint={"device": "cpu", "backend": "onnxruntime", "runtime": "onnxruntime",
+                              "runtime_version": "1", "precision": "fp32", "threads": 1, "host_cpu": "X"},
                  space={"name": "onnx-blocks", "id": "onnx-blocks", "resolution": 16, "model": "c.onnx",
                         "blocks": len(blocks), "unique_blocks": len({b.key for b in blocks})},
                  settings={}, overhead=summarize(np.array([0.01] * 3)), entries={b.key: Entry(one, {}) for b in blocks},

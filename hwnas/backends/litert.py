@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import BaseModel
 
 from hwnas._lazy import available, require
 from hwnas.backends._quiet import native_output_captured
 from hwnas.backends.base import Artifact, Backend, Session
 from hwnas.errors import MeasurementError
+from hwnas.schema import STRICT
 
 if TYPE_CHECKING:
     import torch
@@ -31,7 +33,16 @@ def _litert_torch():
 
 
 def to_tflite(module: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
-    """Convert with channels-last I/O so a standalone block has no edge TRANSPOSE ops (the whole net has none)."""
+    """Convert (:func:`tflite_bytes`) and write the file from Python, so a full disk is an ``OSError``."""
+    Path(path).write_bytes(tflite_bytes(module, input_shape))
+
+
+def tflite_bytes(module: torch.nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    """Convert with channels-last I/O so a standalone block has no edge TRANSPOSE ops (the whole net has none).
+
+    The FlatBuffer is serialized in memory: the converter's own file writer calls ``exit(1)`` on a write
+    error (a full disk), with its message in the output captured here.
+    """
     litert_torch = _litert_torch()
     import torch
 
@@ -43,16 +54,18 @@ def to_tflite(module: torch.nn.Module, input_shape: tuple[int, ...], path: Path)
         wrapped = litert_torch.to_channel_last_io(module, args=[0], outputs=outputs).eval()
     sample = torch.zeros(_nhwc(input_shape))
     failure: Exception | None = None
+    content = b""
     with warnings.catch_warnings(), native_output_captured() as log:
         warnings.simplefilter("ignore")
         try:
-            litert_torch.convert(wrapped, (sample,)).export(str(path))
+            content = litert_torch.convert(wrapped, (sample,)).model_content()
         except Exception as exc:  # re-raised below, once the converter's own output has been collected
             failure = exc
     if failure is not None:
         tail = "\n".join("".join(log).strip().splitlines()[-8:])
         raise MeasurementError(f"litert-torch failed to convert the module: {failure}\nconverter output:\n{tail}",
                                "report this with the op key and the output above") from failure
+    return content
 
 
 class _LiteRTSession(Session):
@@ -78,6 +91,11 @@ class _LiteRTSession(Session):
         return [op["op_name"] for op in self.interp._get_ops_details()]
 
 
+class LiteRTOptions(BaseModel):
+    model_config = STRICT
+    use_xnnpack: bool = True
+
+
 class LiteRTBackend(Backend):
     """ai-edge-litert's Interpreter. Options: ``use_xnnpack`` (default true)."""
 
@@ -87,6 +105,7 @@ class LiteRTBackend(Backend):
     suffix = ".tflite"
     holds_graph_io = True  # the TFLite arena holds graph inputs and outputs
     memory_planner = "greedy_by_size"  # XNNPACK's workspace and TFLite's arena
+    options_schema = LiteRTOptions
 
     @classmethod
     def _availability(cls, device: Device) -> tuple[bool, str]:

@@ -6,6 +6,7 @@ import typer
 from rich.markup import escape
 
 from hwnas.cli._console import console
+from hwnas.cli._types import positive_int
 
 
 def export(
@@ -14,7 +15,7 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="Output file, or a folder (no suffix): <arch id>.<ext> in it."),
     weights: Path = typer.Option(None, "--weights", "-w",
                                  help="State_dict (.pt read with weights_only, or .safetensors) [default: the run's]."),
-    classes: int = typer.Option(None, "--classes",
+    classes: int = typer.Option(None, "--classes", parser=positive_int,
                                 help="Classifier size for an ARCH exported without weights [default: the space's]."),
     precision: str = typer.Option("fp32", "--precision", help="TensorRT engine precision: fp32, fp16 or int8."),
     trtexec: str = typer.Option("trtexec", "--trtexec", help="trtexec executable (TensorRT engines)."),

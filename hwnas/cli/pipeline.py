@@ -6,20 +6,25 @@ import typer
 from rich.markup import escape
 
 from hwnas.cli._console import console, err_console
+from hwnas.cli._types import non_negative_int, positive, positive_int
 
 
 def pipeline(
     device: str = typer.Option(None, "--device", "-d", help="Device to ship to [default: cpu]."),
-    latency_ms: float = typer.Option(None, "--latency-ms", help="Latency budget (ms)."),
-    memory_mb: float = typer.Option(None, "--memory-mb", help="Memory budget: weights + peak activations (MB)."),
+    latency_ms: float = typer.Option(None, "--latency-ms", parser=positive, help="Latency budget (ms)."),
+    memory_mb: float = typer.Option(None, "--memory-mb", parser=positive,
+                                    help="Memory budget: weights + peak activations (MB)."),
     config: Path = typer.Option(None, "--config", "-c", help="A TOML file of these settings (flags override it)."),
     strategy: str = typer.Option(None, "--strategy", help="Search strategy [default: evolution]."),
     estimator: str = typer.Option(None, "--estimator", help="Accuracy estimator [default: naswot]."),
-    evaluations: int = typer.Option(None, "--evaluations", "-n", help="Architectures to evaluate [default: 40]."),
-    epochs: int = typer.Option(None, "--epochs", help="Epochs to train the chosen network [default: 10]."),
+    evaluations: int = typer.Option(None, "--evaluations", "-n", parser=positive_int,
+                                    help="Architectures to evaluate [default: 40]."),
+    epochs: int = typer.Option(None, "--epochs", parser=positive_int,
+                               help="Epochs to train the chosen network [default: 10]."),
     data: str = typer.Option(None, "--data", help="digits (built in), cifar10:DIR or imagefolder:DIR."),
-    resolution: int = typer.Option(None, "--resolution", "-r", help="Space setting [default: 32]."),
-    seed: int = typer.Option(None, "--seed", help="Seed of everything [default: 0]."),
+    resolution: int = typer.Option(None, "--resolution", "-r", parser=positive_int,
+                                   help="Space setting [default: 32]."),
+    seed: int = typer.Option(None, "--seed", parser=non_negative_int, help="Seed of everything [default: 0]."),
     tables: str = typer.Option(None, "--tables", help="Where to look for this device's table [latency_tables]."),
     budget: Path = typer.Option(None, "--budget", "-b", help="Budgets file checked at verification (TOML)."),
     out: Path = typer.Option(Path("runs/pipeline"), "--out", "-o", help="Output folder."),
