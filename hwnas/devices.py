@@ -1,31 +1,34 @@
 """The device registry: ``devices/*.toml`` validated into frozen :class:`Device` records.
 
 A device names a backend (the runtime that measures on it) plus how to reach it and how to run.
-Errors name the file and the key. A user can pass a path to their own descriptor anywhere a
-device name is accepted; ``HWNAS_DEVICES_PATH`` (``os.pathsep``-separated folders) adds more.
+A descriptor is read with :func:`hwnas.schema.read_toml` and checked against one schema (:class:`DeviceFile`,
+plus the backend's own ``options`` schema): a wrong type, a value out of range, a missing or unknown key is
+one :class:`~hwnas.errors.ConfigError` that names the file and the key. A user can pass a path to their own
+descriptor anywhere a device name is accepted; ``HWNAS_DEVICES_PATH`` (``os.pathsep``-separated folders)
+adds more.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, create_model
 
 from hwnas.errors import ConfigError
 from hwnas.registry import unknown_name
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from hwnas.schema import STRICT, NonNegativeInt, Threads, read_toml, validate
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "devices"
 PRECISIONS = ("fp32", "fp16", "int8")
 CONNECTIONS = ("local", "adb", "cuda")
+_FIX = ("a descriptor takes name, description, backend, precision (fp32|fp16|int8), threads (1-1024), [connection] "
+        "kind (local|adb|cuda), serial, index (≥ 0) and [options]: see devices/*.toml")
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,9 @@ class Device:
         return get_backend_class(self.backend).availability(self)
 
     def with_options(self, **options: Any) -> Device:
-        """A copy with some backend options replaced (None values are ignored)."""
+        """A copy with some backend options replaced (None values are ignored), checked like the file's."""
         merged = {**self.options, **{k: v for k, v in options.items() if v is not None}}
-        return dataclasses.replace(self, options=MappingProxyType(merged))
+        return dataclasses.replace(self, options=MappingProxyType(_options(self.backend, merged, self.source)))
 
     def backend_instance(self):  # -> Backend (lazy import keeps this module light)
         from hwnas.backends import get_backend_class
@@ -70,74 +73,70 @@ class Device:
         return get_backend_class(self.backend)(self)
 
 
-_TOP_KEYS = {"name", "description", "backend", "precision", "threads", "connection", "options"}
+# -- the file's schema ----------------------------------------------------------------------------------------
+class _ConnectionFile(BaseModel):
+    model_config = STRICT
+    kind: Literal[CONNECTIONS] = "local"  # type: ignore[valid-type]
+    serial: str = ""
+    index: NonNegativeInt = 0
 
 
-def _fail(path: Path, key: str, problem: str, fix: str) -> ConfigError:
-    return ConfigError(f"{path}: key '{key}' {problem}.", fix)
+class DeviceFile(BaseModel):
+    """A descriptor as written: every key typed and ranged; ``options`` are checked by the backend's schema."""
+
+    model_config = STRICT
+    # the name becomes part of table file names: no path separators, no spaces
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    description: str = ""
+    backend: str = Field(min_length=1)
+    precision: Literal[PRECISIONS] = "fp32"  # type: ignore[valid-type]
+    threads: Threads = 1
+    connection: _ConnectionFile = _ConnectionFile()
+    options: dict[str, Any] = {}
 
 
-def _typed(data: dict, path: Path, key: str, kind: type, default: Any) -> Any:
-    value = data.get(key, default)
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise _fail(path, key, f"must be {kind.__name__}, got {value!r}", f"set {key} to a {kind.__name__}")
-    return value
+@functools.cache
+def _options_file(backend: str) -> type[BaseModel]:
+    from hwnas.backends import get_backend_class
+
+    schema = get_backend_class(backend).options_schema
+    return create_model(f"_{backend}_options", __config__=STRICT, options=(schema, ...))
 
 
-def parse_device(data: dict, path: Path) -> Device:
+def _options(backend: str, options: Any, source: str) -> dict[str, Any]:
+    """``options`` checked against the backend's schema; only the keys given are kept (defaults stay in code)."""
+    fields = _options_file(backend).model_fields["options"].annotation.model_fields
+    checked = validate(_options_file(backend), {"options": options}, source,
+                       f"the {backend} backend takes the options: {', '.join(sorted(fields)) or 'none'}").options
+    return checked.model_dump(include=set(options))
+
+
+def parse_device(data: Any, path: Path) -> Device:
     """Validate a parsed TOML document into a :class:`Device`."""
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise _fail(path, sorted(unknown)[0], "is not a device key", f"use only: {', '.join(sorted(_TOP_KEYS))}")
-    for key in ("name", "backend"):
-        if key not in data:
-            raise _fail(path, key, "is missing", f'add {key} = "..." at the top of the file')
-    name = _typed(data, path, "name", str, "")
-    backend = _typed(data, path, "backend", str, "")
     from hwnas.backends import BACKENDS
 
-    if backend not in BACKENDS:
-        raise _fail(path, "backend", f"names unknown backend '{backend}'", f"use one of {BACKENDS.list()}")
-    precision = _typed(data, path, "precision", str, "fp32")
-    if precision not in PRECISIONS:
-        raise _fail(path, "precision", f"is '{precision}'", f"use one of {list(PRECISIONS)}")
-    threads = _typed(data, path, "threads", int, 1)
-    if threads < 1:
-        raise _fail(path, "threads", f"is {threads}", "use a positive thread count")
-    conn = _typed(data, path, "connection", dict, {})
-    kind = conn.get("kind", "local")
-    if kind not in CONNECTIONS:
-        raise _fail(path, "connection.kind", f"is '{kind}'", f"use one of {list(CONNECTIONS)}")
-    extra = set(conn) - {"kind", "serial", "index"}
-    if extra:
-        raise _fail(path, f"connection.{sorted(extra)[0]}", "is not a connection key", "use kind, serial, index")
-    return Device(
-        name=name,
-        description=_typed(data, path, "description", str, ""),
-        backend=backend,
-        precision=precision,
-        threads=threads,
-        connection=Connection(kind=kind, serial=str(conn.get("serial", "")), index=int(conn.get("index", 0))),
-        options=MappingProxyType(dict(_typed(data, path, "options", dict, {}))),
-        source=str(path),
-    )
+    f = validate(DeviceFile, data, str(path), _FIX)
+    if f.backend not in BACKENDS:
+        hint = unknown_name("backend", f.backend, BACKENDS.list()).hint
+        raise ConfigError(f"{path}: key 'backend' names unknown backend '{f.backend}'.", hint)
+    return Device(name=f.name, description=f.description, backend=f.backend, precision=f.precision,
+                  threads=f.threads, connection=Connection(**f.connection.model_dump()),
+                  options=MappingProxyType(_options(f.backend, f.options, str(path))), source=str(path))
 
 
 def load_device_file(path: Path) -> Device:
     """Read and validate one descriptor file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"device file {path} does not exist.", "check the path, or pass a device name") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read device file {path}: {exc}.", "check the file's permissions") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}.", "fix the syntax at that line and column") from None
-    return parse_device(data, path)
+    data = read_toml(Path(path), "device file", "check the path, or pass a device name (hwnas devices lists them)")
+    return parse_device(data, Path(path))
 
 
 def search_dirs() -> list[Path]:
+    """The folders of ``HWNAS_DEVICES_PATH`` (each must be a folder), then the built-in ``devices/``."""
     extra = [Path(p) for p in os.environ.get("HWNAS_DEVICES_PATH", "").split(os.pathsep) if p]
+    for folder in extra:
+        if not folder.is_dir():
+            raise ConfigError(f"HWNAS_DEVICES_PATH names {folder}, which is not a folder.",
+                              f"set HWNAS_DEVICES_PATH to folders of .toml descriptors, separated by '{os.pathsep}'")
     return [*extra, BUILTIN_DIR]
 
 
@@ -145,7 +144,7 @@ def _descriptor_files() -> dict[str, Path]:
     """Device name (file stem) to file; earlier folders win, so a user's folder can override a built-in."""
     found: dict[str, Path] = {}
     for folder in search_dirs():
-        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
+        for path in sorted(folder.glob("*.toml")):
             found.setdefault(path.stem, path)
     return found
 
@@ -154,15 +153,22 @@ def list_devices() -> list[str]:
     return sorted(_descriptor_files())
 
 
+def descriptor_file(name: str) -> Path:
+    """The file that defines device ``name`` (the first of the search folders that has one)."""
+    files = _descriptor_files()
+    if name not in files:
+        raise unknown_name("device", name, list(files))
+    return files[name]
+
+
 def get_device(name_or_path: str | os.PathLike) -> Device:
     """A device by registry name, or from a path to a ``.toml`` descriptor."""
     text = str(name_or_path)
     if text.endswith(".toml") or os.sep in text:
         return load_device_file(Path(text))
-    files = _descriptor_files()
-    if text not in files:
-        raise unknown_name("device", text, list(files))
-    device = load_device_file(files[text])
+    path = descriptor_file(text)
+    device = load_device_file(path)
     if device.name != text:
-        raise _fail(files[text], "name", f"is '{device.name}' but the file is {text}.toml", "make them equal")
+        raise ConfigError(f"{path}: key 'name' is '{device.name}' but the file is {text}.toml.",
+                          "make the name and the file name equal")
     return device

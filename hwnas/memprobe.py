@@ -25,15 +25,17 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
+from hwnas.backends.base import run_tool
 from hwnas.errors import MeasurementError
+from hwnas.schema import STRICT, PositiveInt, parse_json, validate
 
 METHODS = {
     "onnxruntime": "peak malloc bytes in use while running (arena and memory pattern off), caller's input excluded",
@@ -131,18 +133,31 @@ def _probe_litert(model: str, shape: tuple[int, ...], threads: int) -> dict:
 PROBES = {"onnxruntime": _probe_onnxruntime, "litert": _probe_litert}
 
 
-def measure_activation_memory(backend: str, model: Path, input_shape: tuple[int, ...], threads: int = 1) -> dict:
+def measure_activation_memory(backend: str, model: Path, input_shape: tuple[int, ...], threads: int = 1,
+                              timeout: float = 600.0) -> dict:
     """One fresh process measures ``model``: ``{"activation_bytes", "method"}``."""
     if backend not in PROBES:
         raise MeasurementError(f"no activation-memory probe for the {backend} backend.",
                                f"memory is validated on {', '.join(PROBES)}")
     cmd = [sys.executable, "-m", "hwnas.memprobe", backend, str(model), json.dumps(list(input_shape)), str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    skip = "rerun with --no-memory to validate latency only, or report it with the model file"
+    proc = run_tool(cmd, timeout=timeout, what="the memory probe", fix=skip)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise MeasurementError(f"the memory probe failed on {model}:\n{tail}", "report this with the model file")
-    return {**json.loads(lines[-1]), "method": METHODS[backend]}
+        raise MeasurementError(f"the memory probe failed on {model}:\n{tail}", skip)
+    try:
+        figures = validate(_ProbeResult, parse_json(lines[-1], "its output", skip, MeasurementError),
+                           f"the memory probe's output on {model}", skip, MeasurementError)
+    except MeasurementError as exc:
+        raise MeasurementError(f"the memory probe printed no figures on {model}: {exc.message}", skip) from None
+    return {**figures.model_dump(exclude_none=True), "method": METHODS[backend]}
+
+
+class _ProbeResult(BaseModel):
+    model_config = STRICT
+    activation_bytes: int  # may come out below zero by a few bytes where the allocator's caches shrank
+    batch: PositiveInt | None = None
 
 
 def main(argv: list[str]) -> None:

@@ -13,17 +13,20 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from hwnas import __version__
-from hwnas.backends.base import Artifact, Backend, MeasureSettings, RoundResult, pool_rounds
+from hwnas.backends.base import Artifact, Backend, MeasureSettings, RoundResult, common_fingerprint, pool_rounds
 from hwnas.checkpoint import Checkpoint
 from hwnas.devices import Device
-from hwnas.errors import ConfigError, OutputError
+from hwnas.errors import OutputError
 from hwnas.footprint import block_footprint
 from hwnas.pool import Job, Pool, Unit
 from hwnas.progress import ProgressBars
+from hwnas.schema import NonNegativeInt, PositiveInt, settings
 from hwnas.spaces import FREE_OPS, OpKey, SearchSpace
 from hwnas.stats import LatencyStats
 from hwnas.tables import Entry, Table, table_stem
@@ -31,18 +34,15 @@ from hwnas.tables import Entry, Table, table_stem
 OVERHEAD = "overhead"
 
 
-@dataclass(frozen=True)
+SpreadLimit = Annotated[float, Field(gt=1.0, allow_inf_nan=False)]  # p90/median: 1.0 is a perfectly steady entry
+
+
+@settings("profile settings", "correct that flag of hwnas profile (--rounds, --spread-limit, --seed, ...)")
 class ProfileOptions:
     settings: MeasureSettings = field(default_factory=MeasureSettings)
-    rounds: int = 3
-    spread_limit: float = 1.3
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ConfigError(f"rounds must be at least 1, got {self.rounds}.", "pass --rounds 1 or more")
-        if self.spread_limit <= 1.0:
-            raise ConfigError(f"spread limit {self.spread_limit} must exceed 1.0 (p90/median).", "use e.g. 1.3")
+    rounds: PositiveInt = 3
+    spread_limit: SpreadLimit = 1.3
+    seed: NonNegativeInt = 0
 
     def to_dict(self) -> dict:
         return {**self.settings.to_dict(), "rounds": self.rounds, "spread_limit": self.spread_limit,
@@ -101,6 +101,8 @@ class Profiler:
         space_meta = self._space_meta()
         state = {"device": fingerprint, "space": space_meta, "settings": self.options.to_dict()}
         ckpt = Checkpoint.open(self.out, state, resume=resume, force=force)
+        if ckpt.discarded:
+            log(f"{len(ckpt.discarded)} unreadable checkpoint entries in {ckpt.folder} are measured again")
         reused = len(ckpt.done())
         with ProgressBars(progress) as bars:
             artifacts = self._prepare(backend, bars)
@@ -198,18 +200,6 @@ def rising(results: list[RoundResult], factor: float = 1.10) -> bool:
     """Each round slower than the one before, the last by ``factor`` or more over the first: throttling."""
     med = [r.stats.median for r in results]
     return len(med) >= 3 and all(b > a for a, b in zip(med, med[1:])) and med[-1] >= factor * med[0]
-
-
-def common_fingerprint(units: list[tuple[str, Backend]]) -> dict:
-    """The fingerprint all units share; units that differ (model, build, tool version) are refused."""
-    prints = {label: b.fingerprint() for label, b in units}
-    first_label, first = next(iter(prints.items()))
-    for label, fp in prints.items():
-        diff = sorted(k for k in set(fp) | set(first) if fp.get(k) != first.get(k))
-        if diff:
-            raise ConfigError(f"units {first_label} and {label} differ in {', '.join(diff)}: one table cannot "
-                              "mix them.", "profile each kind separately (pick units with --serial)")
-    return first
 
 
 def profile(device: Device, space: SearchSpace, out: Path | None = None, *, options: ProfileOptions | None = None,

@@ -75,7 +75,9 @@ def plot_heatmap(table: Table, path: Path) -> Path:
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
                     color="white" if v < np.nanmax(grid) * 0.6 else "black")
     fig.colorbar(im, ax=ax, label="median latency (ms)")
-    ax.set_title(f"{table.file_stem}: {table.fingerprint.get('runtime')} {table.fingerprint.get('runtime_version')}")
+    # the table's own strings, shown as written: a '$' in them is not matplotlib's math markup
+    ax.set_title(f"{table.file_stem}: {table.fingerprint.get('runtime')} {table.fingerprint.get('runtime_version')}",
+                 parse_math=False)
     return save_png(fig, path)
 
 

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from hwnas.arch import Arch, sample_choices
 from hwnas.atomic import atomic_write_text
@@ -33,12 +36,14 @@ from hwnas.backends.base import MeasureSettings, pool_rounds
 from hwnas.checkpoint import Checkpoint
 from hwnas.cost import CostModel
 from hwnas.devices import Device
-from hwnas.errors import ConfigError
+from hwnas.errors import ConfigError, MeasurementError
 from hwnas.memprobe import PROBES, measure_activation_memory
 from hwnas.pool import Job, Pool, Unit
 from hwnas.progress import ProgressBars
+from hwnas.schema import NonNegativeInt, PositiveInt, settings
 from hwnas.tables import Table
 
+MIN_FIT = 3  # nets a calibration is fitted on, at least
 TERMS = {"affine": ("predicted_ms",), "linear": ("predicted_ms", "blocks", "io_mb", "weight_mb")}
 
 
@@ -69,8 +74,8 @@ class Calibration:
 
     @classmethod
     def fit(cls, feats: dict[str, np.ndarray], measured: np.ndarray, archs: list[str]) -> Calibration:
-        if len(measured) < 3:
-            raise ConfigError("calibration needs at least 3 fitted nets.", "raise --samples or --fit-fraction")
+        if len(measured) < MIN_FIT:
+            raise ConfigError(f"calibration needs at least {MIN_FIT} fitted nets.", "raise --samples or --fit-fraction")
         best = None
         for kind, terms in TERMS.items():
             if kind != "affine" and len(measured) < 3 * (len(terms) + 1):
@@ -108,6 +113,7 @@ class ValidationReport:
     calibration: dict | None = None
     calibrated_heldout: dict | None = None
     memory: dict | None = None  # method, and metrics of predicted vs measured peak activation bytes (all nets)
+    warnings: list[str] = field(default_factory=list)  # e.g. the table is foreign (--allow-foreign-table)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -143,34 +149,65 @@ def _convert(job: tuple[str, dict, str, int, tuple[int, ...]]) -> str:
 def _convert_parallel(device: Device, archs: list[Arch], jobs: int, advance) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     work = [(device.source, dict(device.options), a.space_id, a.resolution, a.choices) for a in archs]
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        for _ in pool.map(_convert, work):
-            advance()
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            for _ in pool.map(_convert, work):
+                advance()
+    except BrokenProcessPool:  # a worker killed (out of memory, most often): the nets it had are not converted
+        raise MeasurementError(f"a conversion worker died (of {jobs} running at once).",
+                               "rerun with fewer --jobs (or --jobs 1), adding --resume") from None
+
+
+@settings("validation settings", "correct that flag of hwnas table validate (--samples, --rounds, --fit-fraction, "
+          "--seed, --jobs)")
+class ValidateOptions:
+    """The numbers a validation runs with; ``fit_fraction`` 0 fits no calibration (a library caller's choice)."""
+
+    samples: NonNegativeInt = 100
+    seed: NonNegativeInt = 0
+    rounds: PositiveInt = 9
+    fit_fraction: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.3
+    jobs: PositiveInt = 1
 
 
 def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int = 0, rounds: int = 9,
              settings: MeasureSettings | None = None, fit_fraction: float = 0.3, out: Path | None = None,
              resume: bool = False, force: bool = False, progress: bool = True, jobs: int = 1,
-             memory: bool = True, archs: list[Arch] | None = None) -> ValidationReport:
-    """Measure ``samples`` random nets (or the given ``archs``) and the reference net; see the module doc."""
+             memory: bool = True, archs: list[Arch] | None = None, allow_foreign: bool = False,
+             log: Callable[[str], None] = lambda msg: None) -> ValidationReport:
+    """Measure ``samples`` random nets (or the given ``archs``) and the reference net; see the module doc.
+
+    A table of another device or runtime is refused, or with ``allow_foreign`` used with its warning logged
+    and kept in the report.
+    """
+    ValidateOptions(samples=samples, seed=seed, rounds=rounds, fit_fraction=fit_fraction, jobs=jobs)
     table = Table.load(table_path)
     backend = device.backend_instance()
     backend.check_ready()
-    table.check_fingerprint(backend.fingerprint())
+    warning = table.check_fingerprint(backend.fingerprint(), allow_foreign=allow_foreign)
+    if warning:
+        log(warning)
     model = CostModel(table)
     if archs is None:
         archs = _archs(model, samples, seed)
     else:  # the reference net first (always held out), then the caller's nets
         ref = Arch.of(model.space, model.space.reference_choices())
         archs = [ref, *dict.fromkeys(a for a in archs if a != ref)]
+    if fit_fraction > 0 and len(archs) - 1 < MIN_FIT:  # found out before anything is measured, not after
+        raise ConfigError(f"a calibration is fitted on at least {MIN_FIT} nets besides the reference net; this "
+                          f"validation has {len(archs) - 1}.",
+                          f"raise --samples to {MIN_FIT} or more (pipeline: calibration_samples)")
     settings = settings or MeasureSettings(warmup_runs=5, min_runs=30, min_seconds=1.8)
     memory = memory and backend.name in PROBES
     out = Path(out) if out else Path(table_path).with_name(Path(table_path).stem + f".validation-{samples}.json")
     state = {"table": table.to_dict()["device"], "archs": [str(a) for a in archs], "settings": settings.to_dict(),
              "rounds": rounds}
     ckpt = Checkpoint.open(out, state, resume=resume, force=force)
+    if ckpt.discarded:
+        log(f"{len(ckpt.discarded)} unreadable checkpoint entries in {ckpt.folder} are measured again")
     with ProgressBars(progress) as bars:
         advance = bars.task("convert", len(archs))
         if jobs > 1:  # fill the artifact cache in parallel; nothing is timed meanwhile
@@ -200,9 +237,9 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
     raw = {n: model.predict(Arch.parse(n), calibrated=False).latency_ms for n in names}
     feats = model.feature_values(np.array([Arch.parse(n).choices for n in names]))
     feat = {n: {t: float(v[i]) for t, v in feats.items()} for i, n in enumerate(names)}
-    n_fit = max(3, int(round(fit_fraction * (len(names) - 1)))) if fit_fraction > 0 else 0
+    n_fit = max(MIN_FIT, int(round(fit_fraction * (len(names) - 1)))) if fit_fraction > 0 else 0
     fit, held = names[1:1 + n_fit], [names[0], *names[1 + n_fit:]]  # the reference net is always held out
-    report = ValidationReport(device=device.name, table=str(table_path))
+    report = ValidationReport(device=device.name, table=str(table_path), warnings=[warning] if warning else [])
     for n in names:
         report.nets.append({"arch": n, "predicted_ms": raw[n], "measured": measured[n].to_dict(),
                             "split": "fit" if n in fit else "heldout"})

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, needs_tflite, run_cli
+from conftest import cli as _cli
 from hwnas.backends.base import MeasureSettings
 from hwnas.devices import get_device
 from hwnas.errors import ConfigError
@@ -158,3 +159,69 @@ def test_no_adb_is_exit_2_with_install_hint(tmp_path):
     proc = run_cli("profile", "--device", str(desc), "-q")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "apt-get install adb" in proc.stderr
+
+
+# -- a descriptor that names no phone (devices/pixel.toml: serial = "") -------------------------------------------
+def test_unpinned_descriptor_takes_the_one_attached_phone(phones):
+    add, desc = phones
+    add("A1")
+    backend = get_device(str(desc)).backend_instance()
+    assert backend.adb.serial == "A1"
+    assert backend.fingerprint()["phone"]["model"] == "Pixel 7"
+
+
+def test_unpinned_descriptor_with_two_phones(phones):
+    add, desc = phones
+    add("A1")
+    add("B2")
+    backend = get_device(str(desc)).backend_instance()
+    assert backend.fingerprint()["host_cpu"] == "GS201"  # one model: the fingerprint they share
+    with pytest.raises(ConfigError, match="which one") as info:
+        backend.adb  # noqa: B018 - but one phone to talk to must be named
+    assert "--serial" in info.value.hint and "connection.serial" in info.value.hint
+
+
+def test_table_commands_on_an_unpinned_phone_say_what_is_wrong(phones, capsys):
+    add, desc = phones
+    table = str(ROOT / "latency_tables" / "cpu-tflite-proxyless-32.json")
+    code, text = _cli(capsys, "table", "show", table, "--device", str(desc))
+    assert code == 2 and "no phone attached" in text and "units()" not in text
+    code, text = _cli(capsys, "table", "validate", "--device", str(desc), "--table", table, "-q")
+    assert code == 2 and "no phone attached" in text and "units()" not in text
+    add("A1")
+    code, text = _cli(capsys, "table", "show", table, "--device", str(desc))
+    assert code == 2 and "does not match this device" in text and "--allow-foreign-table" in text
+    code, text = _cli(capsys, "table", "show", table, "--device", str(desc), "--allow-foreign-table", "--json")
+    assert code == 0 and "FOREIGN TABLE" in text and '"warning"' in text
+
+
+# -- adb that hangs, is missing, or cannot run ---------------------------------------------------------------------
+def test_adb_that_hangs_is_a_lost_phone_not_a_traceback(monkeypatch):
+    import subprocess
+
+    from hwnas.backends.android import Adb
+    from hwnas.errors import DeviceLost
+
+    def hang(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+
+    monkeypatch.setattr(subprocess, "run", hang)
+    with pytest.raises(DeviceLost, match="did not answer within 7 s") as info:
+        Adb("A1").shell("true", timeout=7)
+    assert "--resume" in info.value.hint
+    assert Adb("A1").alive() is False
+
+
+def test_adb_missing_or_not_executable_is_device_unavailable(tmp_path):
+    from hwnas.backends.android import Adb, attached_serials
+    from hwnas.errors import DeviceUnavailable
+
+    with pytest.raises(DeviceUnavailable, match="adb not found") as info:
+        attached_serials(str(tmp_path / "no-adb"))
+    assert "apt-get install adb" in info.value.hint
+    plain = tmp_path / "adb"
+    plain.write_text("#!/bin/sh\n")
+    plain.chmod(0o644)
+    with pytest.raises(DeviceUnavailable, match="cannot be run") as info:
+        Adb("A1", str(plain)).shell("true")
+    assert "chmod +x" in info.value.hint

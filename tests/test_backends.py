@@ -138,3 +138,69 @@ def test_litert_conversion_failure_names_the_cause(tmp_path):
     with pytest.raises(MeasurementError, match="litert-torch failed to convert") as info:
         to_tflite(Broken().eval(), (1, 4), tmp_path / "b.tflite")
     assert "converter output" in info.value.message and not (tmp_path / "b.tflite").exists()
+
+
+# -- bad settings, an unusable cache, tools that cannot run ------------------------------------------------------
+@pytest.mark.parametrize(("kwargs", "key"), [
+    ({"min_runs": 0}, "'min_runs'"), ({"warmup_runs": -1}, "'warmup_runs'"),
+    ({"min_seconds": float("nan")}, "'min_seconds'"), ({"max_seconds": float("inf")}, "'max_seconds'"),
+    ({"min_runs": 2.5}, "'min_runs'"), ({"min_runs": 10, "max_runs": 5}, "min_runs 10 exceeds max_runs 5"),
+    ({"min_seconds": 60}, "min_seconds 60 exceeds max_seconds 30"),
+])
+def test_measure_settings_refuse_what_cannot_be_measured(kwargs, key):
+    from hwnas.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        MeasureSettings(**kwargs)
+    assert key in info.value.message and info.value.hint
+
+
+def test_unwritable_cache_names_hwnas_cache_dir(tmp_path, monkeypatch, capsys):
+    from hwnas.cli import main
+    from hwnas.errors import OutputError
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    backend = get_device("cpu").backend_instance()
+    with pytest.raises(OutputError, match="artifact cache") as info:
+        backend.prepare(SPACE.build_op(KEY), input_shape(KEY), tag="cache-test")
+    assert "HWNAS_CACHE_DIR" in info.value.hint
+    with pytest.raises(SystemExit) as code:
+        main(["profile", "--device", "cpu", "--out", str(tmp_path / "t.json"), "-q"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code.value.code == 2 and "Traceback" not in err and "set HWNAS_CACHE_DIR to a writable folder" in err
+
+
+def test_a_full_disk_while_converting_is_an_output_error(tmp_path, monkeypatch):
+    from hwnas.backends.onnxruntime import OnnxRuntimeBackend
+    from hwnas.errors import OutputError
+
+    def full(self, module, shape, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "_prepare", full)
+    monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(OutputError, match="No space left on device"):
+        get_device("cpu").backend_instance().prepare(SPACE.build_op(KEY), input_shape(KEY), tag="full")
+    assert not list((tmp_path / "cache").rglob("*.tmp"))  # nothing left behind
+
+
+def test_run_tool_turns_every_way_a_tool_fails_to_start_into_the_fix(tmp_path, monkeypatch):
+    import subprocess
+
+    from hwnas.backends.base import run_tool
+    from hwnas.errors import DeviceUnavailable, MeasurementError
+
+    with pytest.raises(DeviceUnavailable, match="not found") as info:
+        run_tool([str(tmp_path / "missing")], timeout=5, fix="install it")
+    assert info.value.hint == "install it"
+    (tmp_path / "tool").write_text("#!/bin/sh\n")
+    with pytest.raises(DeviceUnavailable, match="not executable"):
+        run_tool([str(tmp_path / "tool")], timeout=5, fix="install it")
+
+    def hang(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+
+    monkeypatch.setattr(subprocess, "run", hang)
+    with pytest.raises(MeasurementError, match="did not finish within 9 s"):
+        run_tool(["tool", "--flag"], timeout=9, fix="retry")

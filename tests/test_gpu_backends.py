@@ -23,10 +23,91 @@ def test_cuda_device_says_why_it_is_not_ready_on_a_cpu_build():
         assert not ok and "no CUDA GPU" in why
 
 
-def test_gpu_backends_are_marked_unverified():
-    from hwnas.backends import BACKENDS
+def test_devices_listing_marks_the_unverified_backends(capsys):
+    import json
 
-    assert not BACKENDS.get("tensorrt").verified and not BACKENDS.get("torch_cuda").verified
+    from hwnas.backends import BACKENDS
+    from hwnas.cli import main
+
+    main(["devices", "--json"])
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    for name, row in rows.items():
+        assert row["verified"] is BACKENDS.get(row["backend"]).verified, name
+    assert rows["cpu"]["verified"] and not rows["gpu"]["verified"] and not rows["cuda"]["verified"]
+    main(["devices"])
+    assert capsys.readouterr().out.count("(unverified)") == sum(not r["verified"] for r in rows.values()) >= 2
+
+
+class _FakeCuda:
+    """What ``_CudaSession.time`` calls of ``torch.cuda``, recording the order of launches and waits."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.clock = 0.0
+        fake = self
+
+        class Event:
+            def __init__(self, enable_timing: bool = False) -> None:
+                self.at: float | None = None
+
+            def record(self) -> None:
+                fake.log.append("record")
+                self.at = fake.clock
+
+            def elapsed_time(self, end) -> float:
+                return end.at - self.at
+
+        self.Event = Event
+
+    def synchronize(self, dev=None) -> None:
+        self.log.append("sync")
+
+
+def test_cuda_timing_waits_for_every_run_from_the_first(monkeypatch):
+    """Every sample is one run from an idle GPU: never a queued run pooled with waited-for ones."""
+    from types import SimpleNamespace
+
+    from hwnas.backends.torch_cuda import _CudaSession
+
+    cuda = _FakeCuda()
+    session = object.__new__(_CudaSession)
+    session.torch, session.dev = SimpleNamespace(cuda=cuda), "cuda:0"
+
+    def invoke() -> None:
+        cuda.log.append("run")
+        cuda.clock += 2.0
+
+    session.invoke = invoke
+    session.peak_memory = lambda: {"cuda_peak_activation_bytes": 1}
+    result = session.time(MeasureSettings(warmup_runs=3, min_runs=40, min_seconds=0.0))
+    timed = cuda.log[cuda.log.index("sync") + 1:]  # after the warm-up and its wait
+    assert cuda.log[:4] == ["run", "run", "run", "sync"]
+    assert timed == ["record", "run", "record", "sync"] * 40  # a wait after each run, the 1st to the 40th
+    assert len(result.samples) == 40 and set(result.samples) == {2.0}
+
+
+def test_trtexec_that_hangs_or_is_missing_is_a_clear_error(monkeypatch, tmp_path):
+    import dataclasses
+    import subprocess
+
+    from hwnas.errors import DeviceUnavailable, MeasurementError
+
+    dev = get_device("gpu")
+    backend = dataclasses.replace(dev, options={**dev.options, "trtexec": str(tmp_path / "trtexec")}
+                                  ).backend_instance()
+    with pytest.raises(DeviceUnavailable, match="trtexec not found"):
+        backend.trtexec_run("--help")
+
+    def hang(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+
+    monkeypatch.setattr(subprocess, "run", hang)
+    with pytest.raises(MeasurementError, match="did not finish within 3600 s") as info:
+        backend.trtexec_run("--loadEngine=x.engine")
+    assert "nvidia-smi" in info.value.hint
+    from hwnas.backends.tensorrt import gpu_name
+
+    assert gpu_name(0) == "unknown NVIDIA GPU"  # a fingerprint field, never an exception
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU with CUDA (none on this host)")

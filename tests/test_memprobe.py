@@ -53,4 +53,41 @@ def test_export_keeps_the_matmul_chain_unfused(tmp_path):
     export_onnx(model, (4, 10), tmp_path / "m.onnx")
     ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
     assert ops.count("Gemm") == 2
-    assert torch.is_tensor(model(torch.zeros(4, 10)))
+    import onnxruntime as ort
+
+    x = torch.randn(4, 10)
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {
+        "input": x.numpy()})[0]
+    with torch.no_grad():
+        assert got == pytest.approx(model(x).numpy(), abs=1e-5)  # and the file computes what the module does
+
+
+def _probe_prints(monkeypatch, stdout: str, returncode: int = 0) -> None:
+    import subprocess
+
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, returncode, stdout, ""))
+
+
+def test_probe_that_hangs_is_a_measurement_error_with_the_fix(monkeypatch, tmp_path):
+    import subprocess
+
+    def hang(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+
+    monkeypatch.setattr(subprocess, "run", hang)
+    with pytest.raises(MeasurementError, match="did not finish within 5 s") as info:
+        measure_activation_memory("onnxruntime", tmp_path / "m.onnx", (1, 3, 8, 8), timeout=5)
+    assert "--no-memory" in info.value.hint
+
+
+@pytest.mark.parametrize("stdout", ["not json\n", '{"activation_bytes": "lots"}\n', "[1, 2]\n", '{"batch": 2}\n'])
+def test_probe_output_that_is_not_its_figures_is_refused(monkeypatch, tmp_path, stdout):
+    _probe_prints(monkeypatch, stdout)
+    with pytest.raises(MeasurementError, match="printed no figures"):
+        measure_activation_memory("onnxruntime", tmp_path / "m.onnx", (1, 3, 8, 8))
+
+
+def test_probe_figures_are_passed_on(monkeypatch, tmp_path):
+    _probe_prints(monkeypatch, 'noise\n{"activation_bytes": 4096, "batch": 4}\n')
+    got = measure_activation_memory("onnxruntime", tmp_path / "m.onnx", (1, 3, 8, 8))
+    assert got["activation_bytes"] == 4096 and got["batch"] == 4 and "arena" in got["method"]

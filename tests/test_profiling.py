@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -139,3 +140,82 @@ def test_rising_latency_is_detected_as_throttling():
     assert not rising(rounds(1.0, 1.15, 1.10))  # not monotone: noise
     assert not rising(rounds(1.0, 1.02, 1.05))  # too small
     assert not rising(rounds(1.0, 1.5))  # two rounds cannot show a trend
+
+
+# -- a checkpoint damaged between the kill and the resume ------------------------------------------------------
+def _damage(folder, names):
+    """Four ways an entry can be unreadable: cut short, garbage samples, a folder, a wrong type."""
+    (folder / f"{names[0]}.json").write_text('{"stats": {"median": 0.1')
+    npy = next(n for n in names[1:] if (folder / f"{n}.npy").exists())
+    (folder / f"{npy}.npy").write_bytes(b"\x93NUMPY garbage")
+    rest = [n for n in names[1:] if n != npy]
+    (folder / f"{rest[0]}.json").unlink()
+    (folder / f"{rest[0]}.json").mkdir()
+    meta = json.loads((folder / f"{rest[1]}.json").read_text())
+    meta["stats"]["median"] = "fast"
+    (folder / f"{rest[1]}.json").write_text(json.dumps(meta))
+    return {names[0], npy, rest[0], rest[1]}
+
+
+def test_resume_measures_again_only_the_unreadable_entries(tmp_path, monkeypatch):
+    space = get_space("proxyless", 32)
+    out = tmp_path / "t.json"
+    crash_timing_after(monkeypatch, 40)
+    with pytest.raises(KeyboardInterrupt):
+        profile(get_device("cpu"), space, out, options=TINY, progress=False)
+    folder = tmp_path / "t.json.partial"
+    damaged = _damage(folder, Checkpoint(folder).done())
+
+    timed = record_timing(monkeypatch)
+    logs: list[str] = []
+    res = profile(get_device("cpu"), space, out, options=TINY, resume=True, progress=False, log=logs.append)
+    total = (len(space.measurable_keys()) + 1) * TINY.rounds
+    assert res.reused == 40 - len(damaged) and res.measured == total - 40 + len(damaged) == len(timed)
+    assert any(f"{len(damaged)} unreadable checkpoint entries" in m for m in logs)
+    assert set(Table.load(out).entries) == {str(k) for k in space.unique_keys()}
+
+
+def test_checkpoint_state_or_folder_that_is_unreadable_is_a_clear_error(tmp_path):
+    state = {"device": {"device": "cpu"}, "settings": {"rounds": 1}}
+    out = tmp_path / "t.json"
+    Checkpoint.open(out, state, resume=False, force=False)
+    (tmp_path / "t.json.partial" / "state.json").write_text("[1, 2")
+    with pytest.raises(TableError, match="not valid JSON") as info:
+        Checkpoint.open(out, state, resume=True, force=False)
+    assert "--force" in info.value.hint
+    (tmp_path / "t.json.partial" / "state.json").unlink()
+    (tmp_path / "t.json.partial" / "x-r0.json").write_text("{}")
+    with pytest.raises(TableError, match="no state.json"):
+        Checkpoint.open(out, state, resume=True, force=False)
+    Checkpoint.open(out, state, resume=False, force=True).remove()
+    (tmp_path / "t.json.partial").write_text("a file where the folder should be")
+    with pytest.raises(OutputError, match="is a file"):
+        Checkpoint.open(out, state, resume=True, force=False)
+    assert Checkpoint.open(out, state, resume=False, force=True).folder.is_dir()
+
+
+# -- settings and flags out of range: refused before anything runs ------------------------------------------------
+@pytest.mark.parametrize(("kwargs", "key"), [({"rounds": 0}, "'rounds'"), ({"spread_limit": 1.0}, "'spread_limit'"),
+                                             ({"spread_limit": float("nan")}, "'spread_limit'"),
+                                             ({"seed": -1}, "'seed'"), ({"rounds": "3"}, "'rounds'")])
+def test_profile_options_are_validated(kwargs, key):
+    from hwnas.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        ProfileOptions(**kwargs)
+    assert key in info.value.message and info.value.hint
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--rounds", "0"), ("--min-runs", "0"), ("--warmup", "-1"),
+                                             ("--min-seconds", "nan"), ("--min-seconds", "inf"),
+                                             ("--spread-limit", "nan"), ("--spread-limit", "1"), ("--seed", "-1"),
+                                             ("--resolution", "0"), ("--width", "-1"), ("--rounds", "x")])
+def test_profile_flags_out_of_range_are_exit_2(flag, value, tmp_path, capsys):
+    from hwnas.cli import main
+
+    with pytest.raises(SystemExit) as code:
+        main(["profile", "--device", "cpu", "--out", str(tmp_path / "t.json"), "-q", flag, value])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code.value.code == 2 and "Traceback" not in err
+    assert flag in err or flag.lstrip("-").replace("-", "_") in err  # the flag, or its settings key
+    assert not (tmp_path / "t.json.partial").exists()  # refused before any work

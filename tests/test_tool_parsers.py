@@ -120,3 +120,34 @@ def test_trtexec_layer_info_both_forms():
     names_only = trtexec.parse_layer_info(read("trtexec_trex-notebook_exportLayerInfo_layer-names-only.json"))
     assert detailed[0]["type"] == "Reformat" and len(detailed) == 14
     assert names_only[0]["type"] is None and len(names_only) == 86
+
+
+# -- output garbled in transit, cut short, or not what the tool writes: one MeasurementError each -------------------
+LITERT = "benchmark_model_litert-2025-main_android-sme2_xnnpack_profiler.txt"
+
+
+@pytest.mark.parametrize(("old", "new"), [("avg=464.545", "avg=4.6.4"), ("avg=464.545", "avg=-464.545"),
+                                          ("count=2112", "count=1e999")])
+def test_benchmark_model_with_garbled_numbers_is_refused(old, new):
+    text = read(LITERT)
+    assert old in text
+    with pytest.raises(MeasurementError, match="benchmark_model"):
+        benchmark_model.parse(text.replace(old, new))
+
+
+@pytest.mark.parametrize("parse", [trtexec.parse_times, trtexec.parse_profile, trtexec.parse_layer_info])
+@pytest.mark.parametrize("text", ["", "[{", "{}", "[1, 2]", '[{"computeMs": "fast"}]', "[" * 100_000])
+def test_trtexec_exports_that_are_not_trtexecs_are_refused(parse, text):
+    with pytest.raises(MeasurementError, match="trtexec"):
+        parse(text)
+
+
+def test_trtexec_times_must_be_finite_and_non_negative():
+    with pytest.raises(MeasurementError, match="negative or non-finite"):
+        trtexec.parse_times('[{"computeMs": 0.5}, {"computeMs": -1.0}]')
+
+
+def test_trtexec_summary_missing_a_statistic_is_refused():
+    log = "=== Performance summary ===\nGPU Compute Time: min = 0.1 ms, max = 0.3 ms, mean = 0.2 ms\n"
+    with pytest.raises(MeasurementError, match="lacks median"):
+        trtexec.parse_log(log)

@@ -3,11 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, stamp_for_this_host
+from conftest import cli as _cli
 from hwnas.arch import Arch
 from hwnas.backends.base import MeasureSettings
 from hwnas.cost import CostModel
 from hwnas.devices import get_device
+from hwnas.errors import ConfigError
 from hwnas.profiling import ProfileOptions, profile
 from hwnas.spaces import get_space
 from hwnas.tables import Table
@@ -83,3 +85,92 @@ def test_predict_cli_prints_the_reference_net():
     assert out["arch"] == "proxyless@224:" + "1" * 21 and out["macs"] > 4e8 and out["latency_ms"] > 1
     bad = run_cli("predict", "proxyless@224:12", "--table", str(ROOT / "latency_tables" / "cpu-proxyless-224.json"))
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+# -- bad flags and settings, foreign and hostile tables -----------------------------------------------------------
+TABLE32 = ROOT / "latency_tables" / "cpu-proxyless-32.json"
+
+
+
+@pytest.fixture
+def foreign(tmp_path) -> tuple:
+    """This host's cpu table, and the same table stamped with another CPU."""
+    mine = stamp_for_this_host(TABLE32, tmp_path / "mine")
+    data = json.loads(mine.read_text())
+    data["device"]["host_cpu"] = "Another CPU 9000"
+    (tmp_path / "foreign.json").write_text(json.dumps(data))
+    return mine, tmp_path / "foreign.json"
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--samples", "-1"), ("--samples", "0"), ("--rounds", "0"), ("--min-seconds", "nan"), ("--min-seconds", "-1"),
+    ("--fit-fraction", "nan"), ("--fit-fraction", "2"), ("--fit-fraction", "0"), ("--fit-fraction", "1"),
+    ("--jobs", "0"), ("--seed", "-1"), ("--samples", "many"),
+])
+def test_validate_flags_out_of_range_are_usage_errors(flag, value, tmp_path, capsys):
+    code, text = _cli(capsys, "table", "validate", "--device", "cpu", "--table", str(TABLE32), "-q",
+                      "--out", str(tmp_path / "v.json"), flag, value)
+    assert code == 2 and f"Invalid value for '{flag}'" in text
+    assert not (tmp_path / "v.json.partial").exists()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"samples": -1}, "'samples'"), ({"rounds": 0}, "'rounds'"), ({"fit_fraction": 1.0}, "'fit_fraction'"),
+    ({"fit_fraction": float("nan")}, "'fit_fraction'"), ({"jobs": 0}, "'jobs'"),
+    ({"samples": 2}, "at least 3 nets"),  # found before anything is measured
+])
+def test_validate_settings_are_checked_before_any_work(foreign, tmp_path, kwargs, message):
+    mine, _ = foreign
+    with pytest.raises(ConfigError, match=message):
+        validate(get_device("cpu"), mine, **{"samples": 5, **kwargs}, out=tmp_path / "v.json", progress=False)
+    assert not (tmp_path / "v.json.partial").exists()
+
+
+def test_foreign_table_is_refused_unless_allowed(foreign, tmp_path, capsys):
+    mine, other = foreign
+    code, text = _cli(capsys, "table", "show", str(other), "--device", "cpu")
+    assert code == 2 and "does not match this device" in text and "--allow-foreign-table" in text
+    code, text = _cli(capsys, "table", "show", str(other), "--device", "cpu", "--allow-foreign-table", "--json")
+    assert code == 0 and "FOREIGN TABLE" in text and "Another CPU 9000" in text
+    code, text = _cli(capsys, "table", "show", str(mine), "--device", "cpu", "--json")
+    assert code == 0 and "FOREIGN" not in text
+    code, text = _cli(capsys, "table", "validate", "--device", "cpu", "--table", str(other), "-q")
+    assert code == 2 and "does not match this device" in text
+
+
+@pytest.mark.slow
+def test_validate_with_a_foreign_table_keeps_the_warning_in_its_report(foreign, tmp_path, capsys):
+    _, other = foreign
+    out = tmp_path / "v.json"
+    code, text = _cli(capsys, "table", "validate", "--device", "cpu", "--table", str(other), "--allow-foreign-table",
+                      "--samples", "3", "--rounds", "1", "--min-seconds", "0", "--no-memory", "-q", "--out", str(out))
+    assert code == 0 and "FOREIGN TABLE" in text
+    assert any("Another CPU 9000" in w for w in json.loads(out.read_text())["warnings"])
+
+
+@pytest.mark.parametrize("content", ["", "[1]", '{"schema_version": 1}', "{" * 100_000])
+def test_table_commands_refuse_a_hostile_table(content, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    for args in (("show", str(bad)), ("show", str(bad), "--device", "cpu"), ("diff", str(TABLE32), str(bad)),
+                 ("validate", "--device", "cpu", "--table", str(bad), "-q")):
+        code, text = _cli(capsys, "table", *args)
+        assert code == 2 and "bad.json" in text and "fix:" in text, args
+
+
+def test_table_diff_top_must_not_be_negative(capsys):
+    code, text = _cli(capsys, "table", "diff", str(TABLE32), str(TABLE32), "--top", "-1")
+    assert code == 2 and "Invalid value for '--top'" in text
+
+
+def test_table_strings_are_shown_as_written_not_as_markup(tmp_path, capsys):
+    data = json.loads(TABLE32.read_text())
+    data["device"].update(host_cpu="[/]", runtime="$\\bogus{$")  # rich markup, matplotlib math: both invalid
+    first = next(iter(data["entries"]))
+    data["entries"][first]["flags"] = ["[/y]"]
+    (tmp_path / "odd.json").write_text(json.dumps(data))
+    code, text = _cli(capsys, "table", "show", str(tmp_path / "odd.json"), "--entries", "--plot",
+                      str(tmp_path / "h.png"))
+    assert code == 0 and "[/]" in text and "[/y]" in text and (tmp_path / "h.png").stat().st_size > 0
+    code, text = _cli(capsys, "table", "diff", str(TABLE32), str(tmp_path / "odd.json"))
+    assert code == 0 and "[/]" in text

@@ -15,18 +15,19 @@ import hashlib
 import re
 import shlex
 import shutil
-import subprocess
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from hwnas.backends import benchmark_model
-from hwnas.backends.base import Artifact, Backend, MeasureSettings, RoundResult, Session
+from hwnas.backends.base import Artifact, Backend, MeasureSettings, RoundResult, Session, common_fingerprint, run_tool
 from hwnas.backends.litert import LiteRTBackend, to_tflite
-from hwnas.errors import ConfigError, DeviceLost, DeviceUnavailable, MeasurementError
+from hwnas.errors import ConfigError, DeviceLost, DeviceUnavailable, HwnasError, MeasurementError
+from hwnas.schema import STRICT, NonNegative, Positive
 
 if TYPE_CHECKING:
     import torch
@@ -37,9 +38,13 @@ REMOTE_DIR = "/data/local/tmp/hwnas"
 _GONE = re.compile(r"device .* not found|device offline|no devices/emulators found|device unauthorized", re.I)
 
 
+_ADB_FIX = "install adb (apt-get install adb), or set options.adb in the descriptor to its path"
+
+
 def attached_serials(adb: str = "adb", timeout: float = 10.0) -> list[str]:
     """Serials that ``adb devices`` lists in state ``device`` (attached and authorized)."""
-    out = subprocess.run([adb, "devices"], capture_output=True, text=True, timeout=timeout, check=False).stdout
+    out = run_tool([adb, "devices"], timeout=timeout, what="adb",
+                   fix=f"run 'adb devices' by hand to see why; {_ADB_FIX}").stdout
     return [line.split()[0] for line in out.splitlines()[1:] if line.strip().endswith("\tdevice")]
 
 
@@ -51,10 +56,11 @@ class Adb:
 
     def _run(self, *args: str, timeout: float | None = None) -> str:
         cmd = [self.adb, "-s", self.serial, *args]
+        limit = timeout or self.timeout
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout or self.timeout, check=False)
-        except subprocess.TimeoutExpired:
-            raise DeviceLost(f"adb did not answer within {timeout or self.timeout:.0f} s ({' '.join(args[:2])}).",
+            proc = run_tool(cmd, timeout=limit, what="adb", fix=_ADB_FIX)
+        except MeasurementError:  # the phone stopped answering: its work moves to the other units
+            raise DeviceLost(f"adb did not answer within {limit:.0f} s ({' '.join(args)[:80]}).",
                              f"check the phone {self.serial} (adb devices) and rerun with --resume") from None
         text = proc.stdout + proc.stderr
         if proc.returncode != 0 and _GONE.search(text):
@@ -74,7 +80,7 @@ class Adb:
     def alive(self) -> bool:
         try:
             return self._run("get-state", timeout=15).strip() == "device"
-        except (DeviceLost, MeasurementError):
+        except (DeviceUnavailable, MeasurementError):  # gone, hung, or adb itself went away
             return False
 
     def getprop(self, name: str) -> str:
@@ -109,9 +115,29 @@ class _AndroidSession(Session):
                                "check outputs on the host LiteRT device (cpu-tflite), which runs the same .tflite")
 
 
+class AndroidOptions(BaseModel):
+    """``[options]`` of an Android descriptor. ``taskset`` and ``extra_flags`` reach the phone's shell, so
+    they are held to what they can legitimately be (a hex CPU mask; ``--flag=value`` words)."""
+
+    model_config = STRICT
+    adb: str = Field("adb", min_length=1)
+    benchmark_model: str = ""  # host path of the binary for the phone's ABI
+    serials: list[str] = []  # the phones to use (--serial); none: every phone attached
+    use_xnnpack: bool = True
+    use_gpu: bool = False
+    taskset: str = Field("", pattern=r"^(0x)?[0-9a-fA-F]*$")
+    op_profiling: bool = True
+    report_peak_memory: bool = True
+    max_temp_c: NonNegative = 0.0  # wait while the phone is hotter (0: never wait)
+    cooldown_max_s: NonNegative = 300.0
+    cooldown_poll_s: Positive = 10.0
+    extra_flags: list[Annotated[str, Field(pattern=r"^--[A-Za-z0-9_]+(=[^\s;&|`$<>]*)?$")]] = []
+
+
 class AndroidBackend(Backend):
-    """Options: ``adb``, ``benchmark_model`` (host path), ``use_xnnpack``, ``use_gpu``, ``taskset`` (mask),
-    ``op_profiling``, ``report_peak_memory``, ``max_temp_c``, ``cooldown_max_s``, ``extra_flags``."""
+    """Options (:class:`AndroidOptions`): ``adb``, ``benchmark_model`` (host path), ``use_xnnpack``, ``use_gpu``,
+    ``taskset`` (mask), ``op_profiling``, ``report_peak_memory``, ``max_temp_c``, ``cooldown_max_s``,
+    ``extra_flags``."""
 
     name = "android"
     runtime = "benchmark_model"
@@ -120,6 +146,7 @@ class AndroidBackend(Backend):
     memory_planner = "greedy_by_size"
     precisions = ("fp32", "fp16")
     verified = False  # exercised against the adb test double only; no phone here
+    options_schema = AndroidOptions
 
     @classmethod
     def _availability(cls, device: Device) -> tuple[bool, str]:
@@ -128,8 +155,8 @@ class AndroidBackend(Backend):
             return False, "adb not found: install it (apt-get install adb) and attach a phone with USB debugging on"
         try:
             serials = attached_serials(adb)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return False, f"adb failed ({exc}): run 'adb devices' to see why"
+        except HwnasError as exc:
+            return False, f"{exc.message} {exc.hint}"
         wanted = list(device.option("serials", []) or ([device.connection.serial] if device.connection.serial else []))
         missing = [s for s in wanted if s not in serials]
         if missing:
@@ -147,16 +174,28 @@ class AndroidBackend(Backend):
     # -- units ----------------------------------------------------------------------------------
     @cached_property
     def adb(self) -> Adb:
-        if not self.device.connection.serial:
-            raise ConfigError("an Android unit needs a serial.", "use units(), or set connection.serial")
-        return Adb(self.device.connection.serial, self.device.option("adb", "adb"))
+        """The phone this backend talks to: the descriptor's serial, else the one phone attached."""
+        serial = self.device.connection.serial
+        if not serial:
+            [(serial, _)] = self._one_unit()
+        return Adb(serial, self.device.option("adb", "adb"))
+
+    def _one_unit(self) -> list[tuple[str, Backend]]:
+        units = self.units()
+        if len(units) > 1:
+            raise ConfigError(f"device '{self.device.name}' names no serial and {len(units)} phones are attached "
+                              f"({', '.join(s for s, _ in units)}): which one?",
+                              f"pass --serial SERIAL, or set connection.serial in {self.device.source} "
+                              "(adb devices lists them)")
+        return units
 
     def units(self) -> list[tuple[str, Backend]]:
         serial = self.device.connection.serial
         chosen = list(self.device.option("serials", []) or ([serial] if serial else []))
         serials = chosen or attached_serials(self.device.option("adb", "adb"))
         if not serials:
-            raise DeviceUnavailable("no phone attached.", "connect one with USB debugging enabled")
+            raise DeviceUnavailable("no phone attached.", "connect one with USB debugging enabled and accept the "
+                                    "prompt, then check that 'adb devices' lists it")
         return [(s, AndroidBackend(dataclasses.replace(
             self.device, connection=dataclasses.replace(self.device.connection, serial=s)))) for s in serials]
 
@@ -178,7 +217,13 @@ class AndroidBackend(Backend):
         return "xnnpack" if self.device.option("use_xnnpack", True) else "none"
 
     def fingerprint(self) -> dict:
-        """The phone model, SoC, Android build, tool, governor, threads and delegate; not the serial."""
+        """The phone model, SoC, Android build, tool, governor, threads and delegate; not the serial.
+
+        A descriptor that names no phone speaks for every phone attached: they must share one fingerprint.
+        """
+        self.check_ready()  # the fingerprint is read off the phone and the tool: both must be there
+        if not self.device.connection.serial:
+            return common_fingerprint(self.units())
         fp = super().fingerprint()
         adb = self.adb
         soc = adb.getprop("ro.soc.model") or adb.getprop("ro.board.platform") or adb.getprop("ro.hardware")

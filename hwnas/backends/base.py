@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+from pydantic import BaseModel
 
-from hwnas.errors import ConfigError, MeasurementError
+from hwnas.errors import ConfigError, DeviceUnavailable, HwnasError, MeasurementError, OutputError
+from hwnas.schema import STRICT, NonNegative, NonNegativeInt, Positive, PositiveInt, settings
 from hwnas.stats import LatencyStats, pool_summaries, summarize
 
 if TYPE_CHECKING:
@@ -25,15 +28,23 @@ if TYPE_CHECKING:
     from hwnas.devices import Device
 
 
-@dataclass(frozen=True)
+@settings("measurement settings", "correct the value of that flag (--warmup, --min-runs, --min-seconds, ...)")
 class MeasureSettings:
     """How long to time one model: warm-up, then runs until both minimums are met (benchmark_model: 50, 1 s)."""
 
-    warmup_runs: int = 10
-    min_runs: int = 50
-    min_seconds: float = 1.0
-    max_runs: int = 100_000
-    max_seconds: float = 30.0
+    warmup_runs: NonNegativeInt = 10
+    min_runs: PositiveInt = 50
+    min_seconds: NonNegative = 1.0
+    max_runs: PositiveInt = 100_000
+    max_seconds: Positive = 30.0
+
+    def __post_init__(self) -> None:
+        if self.min_runs > self.max_runs:
+            raise ConfigError(f"measurement settings: min_runs {self.min_runs} exceeds max_runs {self.max_runs}.",
+                              "lower --min-runs")
+        if self.min_seconds > self.max_seconds:
+            raise ConfigError(f"measurement settings: min_seconds {self.min_seconds:g} exceeds max_seconds "
+                              f"{self.max_seconds:g}.", "lower --min-seconds")
 
     def split(self, rounds: int) -> MeasureSettings:
         """The share of one round when a measurement is spread over ``rounds`` interleaved rounds."""
@@ -99,10 +110,66 @@ class Session(ABC):
         """Run on ``x`` (NCHW float32) and return the output in torch's layout."""
 
 
+_CACHE_FIX = "set HWNAS_CACHE_DIR to a writable folder with free space (it holds the converted models)"
+
+
 def cache_dir() -> Path:
     """Where converted artifacts are kept between runs (``HWNAS_CACHE_DIR`` overrides)."""
     root = os.environ.get("HWNAS_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hwnas"
     return Path(root)
+
+
+def cache_folder(*parts: str) -> Path:
+    """A folder of the artifact cache, created; an unwritable cache is one :class:`OutputError` with the fix."""
+    folder = cache_dir().joinpath(*parts)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot use the artifact cache {cache_dir()}: {exc.strerror or exc} ({folder}).",
+                          _CACHE_FIX) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"the artifact cache {folder} is not writable.", _CACHE_FIX)
+    return folder
+
+
+def run_tool(cmd: list[str], *, timeout: float, fix: str, what: str = "") -> subprocess.CompletedProcess:
+    """Run an external tool (adb, trtexec, nvidia-smi, a probe) with a time limit, its output captured.
+
+    A tool that cannot be started is a :class:`DeviceUnavailable`, one that outlives ``timeout`` a
+    :class:`MeasurementError`, each saying which tool and ``fix``; the caller judges the exit status.
+    """
+    what = what or Path(cmd[0]).name
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise MeasurementError(f"{what} did not finish within {timeout:.0f} s ({' '.join(cmd)[:160]}).",
+                               fix) from None
+    except FileNotFoundError:
+        raise DeviceUnavailable(f"{what} not found: {cmd[0]}.", fix) from None
+    except PermissionError:
+        raise DeviceUnavailable(f"{what} cannot be run: {cmd[0]} is not executable.",
+                                f"make it executable (chmod +x {cmd[0]}), or {fix}") from None
+    except OSError as exc:
+        raise DeviceUnavailable(f"{what} cannot be run ({cmd[0]}): {exc.strerror or exc}.", fix) from None
+
+
+def common_fingerprint(units: list[tuple[str, Backend]]) -> dict:
+    """The fingerprint all units share; units that differ (model, build, tool version) are refused."""
+    prints = {label: b.fingerprint() for label, b in units}
+    first_label, first = next(iter(prints.items()))
+    for label, fp in prints.items():
+        diff = sorted(k for k in set(fp) | set(first) if fp.get(k) != first.get(k))
+        if diff:
+            raise ConfigError(f"units {first_label} and {label} differ in {', '.join(diff)}: one table cannot "
+                              "mix them.", "profile each kind separately: pick the phones with --serial, or set "
+                              "connection.serial in the descriptor")
+    return first
+
+
+class NoOptions(BaseModel):
+    """The ``[options]`` of a backend that takes none."""
+
+    model_config = STRICT
 
 
 class Backend(ABC):
@@ -120,6 +187,8 @@ class Backend(ABC):
     holds_graph_io: ClassVar[bool] = False
     # How the runtime places activation buffers (:mod:`hwnas.memplan`); "liveness" where not yet emulated.
     memory_planner: ClassVar[str] = "liveness"
+    # The schema of the descriptor's ``[options]`` table (types, ranges, known keys): a runtime declares its own.
+    options_schema: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, device: Device) -> None:
         self.device = device
@@ -154,8 +223,6 @@ class Backend(ABC):
 
     def check_ready(self) -> None:
         """Raise a :class:`DeviceUnavailable` with the fix when the device cannot be used."""
-        from hwnas.errors import DeviceUnavailable
-
         ok, why = self.availability(self.device)
         if not ok:
             raise DeviceUnavailable(f"device '{self.device.name}' is not ready.", why)
@@ -177,16 +244,19 @@ class Backend(ABC):
         module = module.eval()
         with torch.no_grad():
             output_shape = tuple(module(torch.zeros(input_shape)).shape)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_file():
+            cache_folder(path.parent.name)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             try:
                 self._prepare(module, input_shape, tmp)
                 os.replace(tmp, path)
             except Exception as exc:
                 tmp.unlink(missing_ok=True)
-                if isinstance(exc, (ConfigError, MeasurementError)):
+                if isinstance(exc, HwnasError):
                     raise
+                if isinstance(exc, OSError):  # a full disk, or the cache taken away mid-run
+                    raise OutputError(f"cannot write {path.name} to the artifact cache {cache_dir()}: "
+                                      f"{exc.strerror or exc}.", _CACHE_FIX) from None
                 raise MeasurementError(f"{self.name} could not convert '{tag}': {exc}",
                                        "report this as a bug with the op key") from exc
         return Artifact(path=path, input_shape=tuple(input_shape), output_shape=output_shape)

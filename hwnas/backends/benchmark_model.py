@@ -151,12 +151,25 @@ def _ops(lines: list[str]) -> tuple[OpTime, ...]:
 
 def parse(text: str) -> BenchmarkReport:
     """Parse a whole ``benchmark_model`` output; a failed or truncated run raises :class:`MeasurementError`."""
+    try:
+        return _parse(text)
+    except (ValueError, KeyError, IndexError, OverflowError) as exc:  # a number or table row garbled in transit
+        tail = "\n".join(text.strip().splitlines()[-6:])
+        raise MeasurementError(f"benchmark_model's output could not be read ({exc}):\n{tail}",
+                               "run the same command by hand with adb shell and check its output") from None
+
+
+def _parse(text: str) -> BenchmarkReport:
     lines = [_strip(line) for line in text.splitlines()]
     warm, regular = _count_lines(lines)
     if regular is None or "avg" not in regular or any(s.startswith("Benchmarking failed") for s in lines):
         tail = "\n".join(line for line in text.strip().splitlines()[-6:])
         raise MeasurementError(f"benchmark_model did not finish a timed run:\n{tail}",
                                "check the model, delegate and flags; run the same command by hand with adb shell")
+    if any(not 0 <= v < float("inf") for k, v in regular.items() if k in ("count", "avg", "std", "min", "max",
+                                                                           "median", "p5", "p95")):
+        raise MeasurementError(f"benchmark_model printed impossible timings: {regular}.",
+                               "run the same command by hand with adb shell and check its output")
     init = next((float(m.group(1)) for s in lines if (m := re.match(r"Initialized session in ([0-9.]+)ms", s))), None)
     version = next((m.group(1) for s in lines if (m := _VERSION.match(s))), None)
     size = next((float(m.group(1)) for s in lines if (m := _SIZE.match(s))), None)

@@ -7,12 +7,14 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from pydantic import BaseModel
 
 from hwnas._lazy import available, require
 from hwnas.backends.base import Artifact, Backend, Session
+from hwnas.schema import STRICT
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +51,11 @@ class _OrtSession(Session):
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
+class OnnxRuntimeOptions(BaseModel):
+    model_config = STRICT
+    graph_optimization_level: Literal[tuple(_LEVELS)] = "all"  # type: ignore[valid-type]
+
+
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime CPU execution provider. Options: ``graph_optimization_level`` (all|extended|basic|disable)."""
 
@@ -56,6 +63,7 @@ class OnnxRuntimeBackend(Backend):
     runtime = "onnxruntime"
     suffix = ".onnx"
     memory_planner = "onnxruntime"
+    options_schema = OnnxRuntimeOptions
 
     @classmethod
     def _availability(cls, device: Device) -> tuple[bool, str]:

@@ -10,19 +10,20 @@ compute times are the raw samples. Options: ``trtexec`` (path), ``workspace_mb``
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from hwnas._lazy import available, require
 from hwnas.backends import trtexec
-from hwnas.backends.base import Artifact, Backend, MeasureSettings, RoundResult, Session
+from hwnas.backends.base import Artifact, Backend, MeasureSettings, RoundResult, Session, run_tool
 from hwnas.backends.onnxruntime import export_onnx
-from hwnas.errors import MeasurementError
+from hwnas.errors import HwnasError, MeasurementError
+from hwnas.schema import STRICT, PositiveInt
 
 if TYPE_CHECKING:
     import torch
@@ -31,9 +32,13 @@ if TYPE_CHECKING:
 
 
 def gpu_name(index: int = 0) -> str:
-    out = subprocess.run(["nvidia-smi", f"--id={index}", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True, timeout=30, check=False).stdout.strip()
-    return out or "unknown NVIDIA GPU"
+    """The GPU's name and driver (``nvidia-smi``); "unknown NVIDIA GPU" where it cannot say."""
+    try:
+        proc = run_tool(["nvidia-smi", f"--id={index}", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                        timeout=30, fix="check the NVIDIA driver (nvidia-smi)")
+    except HwnasError:
+        return "unknown NVIDIA GPU"
+    return proc.stdout.strip() or "unknown NVIDIA GPU"
 
 
 class _TrtexecSession(Session):
@@ -49,6 +54,9 @@ class _TrtexecSession(Session):
                 f"--duration={settings.min_seconds:g}", "--percentile=10,50,90", f"--exportTimes={times}",
                 f"--exportProfile={profile}", f"--device={self.backend.device.connection.index}")
             parsed = trtexec.parse_log(log)
+            if not times.is_file():
+                raise MeasurementError(f"trtexec wrote no --exportTimes file:\n{log[-400:]}",
+                                       "run the same trtexec command by hand to see why")
             samples = trtexec.parse_times(times.read_text())
             _, layers = trtexec.parse_profile(profile.read_text()) if profile.exists() else (0, [])
         info = {"memory": parsed.memory_bytes,
@@ -61,6 +69,12 @@ class _TrtexecSession(Session):
                                "compare outputs with --device cpu")
 
 
+class TensorRTOptions(BaseModel):
+    model_config = STRICT
+    trtexec: str = Field("trtexec", min_length=1)  # its path, where it is not on PATH
+    workspace_mb: PositiveInt = 1024
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
     runtime = "tensorrt"
@@ -68,6 +82,7 @@ class TensorRTBackend(Backend):
     suffix = ".engine"
     precisions = ("fp32", "fp16", "int8")
     verified = False
+    options_schema = TensorRTOptions
 
     @classmethod
     def _availability(cls, device: Device) -> tuple[bool, str]:
@@ -80,9 +95,11 @@ class TensorRTBackend(Backend):
             return False, "no NVIDIA driver found (nvidia-smi missing): TensorRT needs an NVIDIA GPU"
         return True, "ready"
 
-    def trtexec_run(self, *args: str) -> str:
+    def trtexec_run(self, *args: str, timeout: float = 3600) -> str:
         cmd = [self.device.option("trtexec", "trtexec"), *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=3600)
+        proc = run_tool(cmd, timeout=timeout, what="trtexec",
+                        fix="check the GPU (nvidia-smi) and run the same trtexec command by hand; set options.trtexec "
+                            "to trtexec's path if it is not on PATH")
         if proc.returncode != 0:
             raise MeasurementError(f"trtexec failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-600:]}",
                                    f"run by hand: {' '.join(cmd)}")
@@ -92,8 +109,8 @@ class TensorRTBackend(Backend):
     def _version(self) -> str:
         if available("tensorrt"):
             return require("tensorrt", "tensorrt").__version__
-        head = subprocess.run([self.device.option("trtexec", "trtexec"), "--help"], capture_output=True, text=True,
-                              check=False, timeout=60).stdout
+        head = run_tool([self.device.option("trtexec", "trtexec"), "--help"], timeout=60, what="trtexec",
+                        fix="install TensorRT and put trtexec on PATH, or set options.trtexec").stdout
         return next((line.split("[TensorRT v")[1].split("]")[0] for line in head.splitlines()
                      if "[TensorRT v" in line), "unknown")
 

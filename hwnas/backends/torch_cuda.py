@@ -1,7 +1,8 @@
 """NVIDIA GPUs through PyTorch CUDA (eager, optionally CUDA graphs), timed with CUDA events.
 
 Each timed run is bracketed by a pair of CUDA events on the current stream, and the host synchronizes
-before reading them (ProxylessNAS's GPU timing omitted that and measured launch time). fp16 runs the
+after every run, before the next starts (ProxylessNAS's GPU timing omitted that and measured launch time):
+every sample is one run from an idle GPU, one regime for the whole statistic. fp16 runs the
 module and input in half precision. Peak memory: ``torch.cuda.max_memory_allocated`` over one run,
 above what was allocated before it. Options: ``cuda_graphs`` (capture the forward pass once, replay).
 """
@@ -13,9 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import BaseModel
 
 from hwnas.backends.base import Artifact, Backend, MeasureSettings, RoundResult, Session
 from hwnas.errors import MeasurementError
+from hwnas.schema import STRICT
 
 if TYPE_CHECKING:
     import torch
@@ -56,27 +59,31 @@ class _CudaSession(Session):
                 self.module(self.x)
 
     def time(self, settings: MeasureSettings) -> RoundResult:
+        """One regime for every sample: each run starts on an idle GPU and is waited for before the next.
+
+        A run is bracketed by CUDA events and the host synchronizes after it, from the first timed run on,
+        so a sample is one request's latency (kernel-launch gaps included), as a host runtime's call is.
+        Letting runs queue up behind each other would time the GPU's throughput instead, a different and
+        smaller figure; mixing the two in one statistic (as an earlier loop did) gives neither.
+        """
         torch = self.torch
         for _ in range(settings.warmup_runs):
             self.invoke()
         torch.cuda.synchronize(self.dev)
-        events: list[tuple] = []
+        samples: list[float] = []
         start = time.perf_counter()
         while True:
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             begin.record()
             self.invoke()
             end.record()
-            events.append((begin, end))
-            if len(events) % 16 == 0 or len(events) >= settings.min_runs:
-                torch.cuda.synchronize(self.dev)  # bounded queue; and elapsed wall time is then real
-                elapsed = time.perf_counter() - start
-                if (len(events) >= settings.min_runs and elapsed >= settings.min_seconds) or \
-                        len(events) >= settings.max_runs or elapsed >= settings.max_seconds:
-                    break
-        torch.cuda.synchronize(self.dev)
-        samples = np.array([b.elapsed_time(e) for b, e in events])
-        base = RoundResult.from_samples(samples)
+            torch.cuda.synchronize(self.dev)  # the run is over: the next starts on an idle GPU
+            samples.append(begin.elapsed_time(end))
+            elapsed = time.perf_counter() - start
+            if (len(samples) >= settings.min_runs and elapsed >= settings.min_seconds) or \
+                    len(samples) >= settings.max_runs or elapsed >= settings.max_seconds:
+                break
+        base = RoundResult.from_samples(np.array(samples))
         return RoundResult(base.stats, base.samples, "", {"memory": self.peak_memory()})
 
     def peak_memory(self) -> dict[str, int]:
@@ -96,11 +103,17 @@ class _CudaSession(Session):
         return y.float().cpu().numpy()
 
 
+class TorchCudaOptions(BaseModel):
+    model_config = STRICT
+    cuda_graphs: bool = False  # capture the forward pass once, replay it
+
+
 class TorchCudaBackend(Backend):
     name = "torch_cuda"
     runtime = "torch"
     precisions = ("fp32", "fp16")
     verified = False  # written here without a GPU; see README for what has run on one
+    options_schema = TorchCudaOptions
 
     def __init__(self, device: Device) -> None:
         super().__init__(device)

@@ -47,6 +47,16 @@ class TrtexecLog:
     passed: bool
 
 
+_FIX = "run the same trtexec command by hand and check its output (TensorRT 8.6 or 10.x)"
+
+
+def _json(text: str, what: str):
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise MeasurementError(f"trtexec's {what} is not valid JSON: {text[:120]!r}.", _FIX) from None
+
+
 def _lines(text: str) -> list[str]:
     return [_TS.sub("", line.rstrip()) for line in text.splitlines()]
 
@@ -59,6 +69,9 @@ def _summary(line: str) -> TimeSummary:
             pct[float(p)] = float(v)
         else:
             values[name] = float(v)
+    missing = [k for k in ("min", "max", "mean", "median") if k not in values]
+    if missing:
+        raise MeasurementError(f"trtexec's performance summary lacks {', '.join(missing)}: {line[:160]!r}.", _FIX)
     return TimeSummary(values["min"], values["max"], values["mean"], values["median"], pct)
 
 
@@ -97,10 +110,16 @@ def parse_log(text: str) -> TrtexecLog:
 
 def parse_times(text: str, key: str = "computeMs") -> np.ndarray:
     """Per-iteration times (ms) from an ``--exportTimes`` file: ``computeMs`` (GPU) or ``latencyMs``."""
-    records = json.loads(text)
+    records = _json(text, "--exportTimes file")
     if not records:
         raise MeasurementError("trtexec exported no timed iterations.", "raise --iterations or --duration")
-    return np.array([float(r[key]) for r in records])
+    try:
+        times = np.array([float(r[key]) for r in records])
+    except (TypeError, KeyError, ValueError):
+        raise MeasurementError(f"trtexec's --exportTimes records lack a numeric '{key}'.", _FIX) from None
+    if not np.all(np.isfinite(times)) or np.any(times < 0):
+        raise MeasurementError("trtexec exported negative or non-finite iteration times.", _FIX)
+    return times
 
 
 @dataclass(frozen=True)
@@ -113,15 +132,21 @@ class LayerTime:
 
 def parse_profile(text: str) -> tuple[int, list[LayerTime]]:
     """``(iterations, layers)`` from an ``--exportProfile`` file (older builds have no ``medianMs``)."""
-    data = json.loads(text)
-    count = int(data[0]["count"])
-    layers = [LayerTime(d["name"], float(d["averageMs"]), float(d["medianMs"]) if "medianMs" in d else None,
-                        float(d["percentage"])) for d in data[1:]]
+    data = _json(text, "--exportProfile file")
+    try:
+        count = int(data[0]["count"])
+        layers = [LayerTime(d["name"], float(d["averageMs"]), float(d["medianMs"]) if "medianMs" in d else None,
+                            float(d["percentage"])) for d in data[1:]]
+    except (TypeError, KeyError, ValueError, IndexError):
+        raise MeasurementError("trtexec's --exportProfile file is not in the form trtexec writes.", _FIX) from None
     return count, layers
 
 
 def parse_layer_info(text: str) -> list[dict]:
     """Layers of an ``--exportLayerInfo`` file as ``{"name", "type"}`` (type None when only names are kept)."""
-    layers = json.loads(text)["Layers"]
-    return [{"name": x, "type": None} if isinstance(x, str) else {"name": x["Name"], "type": x.get("LayerType")}
-            for x in layers]
+    try:
+        layers = _json(text, "--exportLayerInfo file")["Layers"]
+        return [{"name": x, "type": None} if isinstance(x, str) else {"name": x["Name"], "type": x.get("LayerType")}
+                for x in layers]
+    except (TypeError, KeyError, AttributeError):
+        raise MeasurementError("trtexec's --exportLayerInfo file is not in the form trtexec writes.", _FIX) from None

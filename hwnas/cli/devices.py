@@ -8,7 +8,8 @@ from rich.table import Table as RichTable
 
 from hwnas.backends import get_backend_class
 from hwnas.cli._console import console
-from hwnas.devices import get_device, list_devices
+from hwnas.devices import descriptor_file, get_device, list_devices
+from hwnas.errors import HwnasError
 
 
 def devices(
@@ -17,18 +18,25 @@ def devices(
     """List the registered devices: backend, precision, threads and whether each is ready here."""
     rows = []
     for name in list_devices():
-        dev = get_device(name)
+        try:
+            dev = get_device(name)
+        except HwnasError as exc:  # one bad descriptor in a folder is listed, not fatal to the others
+            rows.append({"name": name, "backend": "", "verified": True, "precision": "", "threads": 0, "ready": False,
+                         "broken": True, "status": f"broken descriptor: {exc.message}", "fix": exc.hint,
+                         "description": "", "file": str(descriptor_file(name))})
+            continue
         ok, why = dev.availability()
         verified = get_backend_class(dev.backend).verified
         rows.append({"name": dev.name, "backend": dev.backend, "verified": verified, "precision": dev.precision,
-                     "threads": dev.threads, "ready": ok, "status": why, "description": dev.description,
-                     "file": dev.source})
+                     "threads": dev.threads, "ready": ok, "broken": False, "status": why,
+                     "description": dev.description, "file": dev.source})
     if as_json:
         console.print_json(json.dumps(rows))
         return
     table = RichTable("device", "backend", "precision", "threads", "status", title="hwnas devices")
     for r in rows:
-        status = "[green]ready[/]" if r["ready"] else f"[yellow]not ready:[/] {escape(r['status'])}"
+        status = ("[green]ready[/]" if r["ready"] else f"[red]{escape(r['status'])}[/]" if r["broken"]
+                  else f"[yellow]not ready:[/] {escape(r['status'])}")
         backend = r["backend"] if r["verified"] else f"{r['backend']} (unverified)"
-        table.add_row(r["name"], backend, r["precision"], str(r["threads"]), status)
+        table.add_row(escape(r["name"]), backend, r["precision"], str(r["threads"] or ""), status)
     console.print(table)

@@ -5,6 +5,7 @@ from rich.markup import escape
 
 from hwnas.backends.base import MeasureSettings
 from hwnas.cli._console import console, err_console
+from hwnas.cli._types import non_negative, non_negative_int, positive, positive_int
 from hwnas.devices import get_device
 from hwnas.errors import ConfigError
 from hwnas.modelcost import profile_model
@@ -17,24 +18,36 @@ def _log(message: str) -> None:
     err_console.print(escape(message))
 
 
+def measure_settings(warmup: int, min_runs: int, min_seconds: float) -> MeasureSettings:
+    """The flags' settings; the caps (max runs, max seconds) grow with the minimums asked for, never below them."""
+    defaults = MeasureSettings()
+    return MeasureSettings(warmup_runs=warmup, min_runs=min_runs, min_seconds=min_seconds,
+                           max_runs=max(defaults.max_runs, min_runs), max_seconds=max(defaults.max_seconds,
+                                                                                      2 * min_seconds))
+
+
 def profile(
     device: str = typer.Option("cpu", "--device", "-d", help="Device name (hwnas devices) or a .toml descriptor."),
     space: str = typer.Option(None, "--space", "-s", help="Search space: proxyless or fbnet [default: proxyless]."),
     model: str = typer.Option(None, "--model", "-m",
                               help="An ONNX model to profile block by block instead of a space (onnxruntime devices)."),
-    resolution: int = typer.Option(None, "--resolution", "-r", help="Input resolution (224, or 32 for CIFAR)."),
-    width: float = typer.Option(None, "--width", help="Width multiplier (proxyless) [default: 1.0]."),
+    resolution: int = typer.Option(None, "--resolution", "-r", parser=positive_int,
+                                   help="Input resolution (224, or 32 for CIFAR)."),
+    width: float = typer.Option(None, "--width", parser=positive, help="Width multiplier (proxyless) [default: 1.0]."),
     out: str = typer.Option(None, "--out", "-o",
                             help="Table file, or a folder (ending in /) [default: latency_tables/; for --model "
                                  "<device>-model-<stem>.json]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run; nothing done is re-measured."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing table or discard a partial run."),
-    rounds: int = typer.Option(3, help="Interleaved measurement rounds (each in a new random order)."),
-    warmup: int = typer.Option(10, help="Warm-up runs before each timed round."),
-    min_runs: int = typer.Option(50, help="Timed runs per entry, at least (over all rounds)."),
-    min_seconds: float = typer.Option(1.0, help="Timed seconds per entry, at least (over all rounds)."),
-    spread_limit: float = typer.Option(1.3, help="Re-measure entries whose p90/median exceeds this."),
-    seed: int = typer.Option(0, help="Seed of the measurement order."),
+    rounds: int = typer.Option(3, parser=positive_int, help="Interleaved measurement rounds (each in a new random "
+                                                            "order)."),
+    warmup: int = typer.Option(10, parser=non_negative_int, help="Warm-up runs before each timed round."),
+    min_runs: int = typer.Option(50, parser=positive_int, help="Timed runs per entry, at least (over all rounds)."),
+    min_seconds: float = typer.Option(1.0, parser=non_negative,
+                                      help="Timed seconds per entry, at least (over all rounds)."),
+    spread_limit: float = typer.Option(1.3, parser=positive,
+                                       help="Re-measure entries whose p90/median exceeds this (more than 1)."),
+    seed: int = typer.Option(0, parser=non_negative_int, help="Seed of the measurement order."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     serial: list[str] = typer.Option(None, "--serial", help="Phone serial(s) to use (default: all attached)."),
     benchmark_model: str = typer.Option(None, "--benchmark-model", help="Host path of benchmark_model (phones)."),
@@ -43,9 +56,16 @@ def profile(
     if model is not None and (space, resolution, width) != (None, None, None):
         raise ConfigError("--model profiles that model's own blocks; --space, --resolution and --width do not apply.",
                           "pass either --model MODEL.onnx or --space (with its --resolution/--width), not both")
-    options = ProfileOptions(settings=MeasureSettings(warmup_runs=warmup, min_runs=min_runs, min_seconds=min_seconds),
-                             rounds=rounds, spread_limit=spread_limit, seed=seed)
-    dev = get_device(device).with_options(serials=serial or None, benchmark_model=benchmark_model)
+    options = ProfileOptions(settings=measure_settings(warmup, min_runs, min_seconds), rounds=rounds,
+                             spread_limit=spread_limit, seed=seed)
+    dev = get_device(device)
+    phone_only = {"--serial": serial or None, "--benchmark-model": benchmark_model}
+    given = [flag for flag, value in phone_only.items() if value is not None]
+    if given and dev.backend != "android":
+        raise ConfigError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for phones (android devices); "
+                          f"device '{dev.name}' runs {dev.backend}.", f"drop {' and '.join(given)}, or pass a phone's "
+                          "--device")
+    dev = dev.with_options(serials=serial or None, benchmark_model=benchmark_model)
     if model is not None:
         result = profile_model(dev, model, out, options=options, resume=resume, force=force, progress=not quiet,
                                log=_log)

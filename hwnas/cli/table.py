@@ -4,12 +4,20 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from hwnas import tableview
-from hwnas.cli._console import console
+from hwnas.cli._console import console, err_console
+from hwnas.cli._types import fraction, non_negative, non_negative_int, positive_int
 from hwnas.devices import get_device
-from hwnas.tables import Table
+from hwnas.tables import FOREIGN_FLAG, Table
+
+_FOREIGN_HELP = "Use a table measured on another device or runtime anyway (the output says so)."
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"[bold yellow]warning:[/] {escape(message)}")
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and compare lookup tables.")
 
@@ -21,12 +29,20 @@ def show(
     device: str = typer.Option(None, "--device", "-d", help="Also check that the table matches this device."),
     entries: bool = typer.Option(False, "--entries", help="List every entry."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    allow_foreign_table: bool = typer.Option(False, FOREIGN_FLAG, help=_FOREIGN_HELP),
 ) -> None:
     """Summarize a table; optionally plot its heatmap and check it against a device."""
     table = Table.load(path)
+    warning = ""
     if device:
-        table.check_fingerprint(get_device(device).backend_instance().fingerprint())
+        backend = get_device(device).backend_instance()
+        backend.check_ready()  # the fingerprint is read off the device and its runtime
+        warning = table.check_fingerprint(backend.fingerprint(), allow_foreign=allow_foreign_table)
+        if warning:
+            _warn(warning)
     info = tableview.summary(table)
+    if warning:
+        info["warning"] = warning
     if plot:
         info["plot"] = str(tableview.plot_heatmap(table, plot))
     if as_json:
@@ -34,14 +50,15 @@ def show(
         return
     for key, value in info.items():
         text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        console.print(f"[bold]{key:>16}[/]  {text}")
+        console.print(f"[bold]{key:>16}[/]  {escape(text)}")
     if entries:
         rows = RichTable("median ms", "p10", "p90", "n", "weights B", "flags")
         rows.add_column("key", overflow="fold")
         for key, e in table.entries.items():
             lat = e.latency
             rows.add_row(*(f"{v:.4f}" for v in (e.median_ms, lat.p10 if lat else 0, lat.p90 if lat else 0)),
-                         str(lat.n if lat else 0), str(e.memory.get("weight_bytes", "")), ",".join(e.flags), key)
+                         str(lat.n if lat else 0), str(e.memory.get("weight_bytes", "")), escape(",".join(e.flags)),
+                         escape(key))
         console.print(rows)
 
 
@@ -49,17 +66,17 @@ def show(
 def diff(
     a: Path = typer.Argument(..., help="Baseline table."),
     b: Path = typer.Argument(..., help="Table to compare with the baseline."),
-    top: int = typer.Option(10, help="How many of the largest changes to list."),
+    top: int = typer.Option(10, parser=non_negative_int, help="How many of the largest changes to list."),
 ) -> None:
     """Compare two tables of the same space: per-entry latency ratio B/A."""
     d = tableview.diff(Table.load(a), Table.load(b))
     for field, (va, vb) in d.context.items():
-        console.print(f"[bold]{field}[/]: {va} -> {vb}")
+        console.print(f"[bold]{escape(field)}[/]: {escape(str(va))} -> {escape(str(vb))}")
     console.print(f"{len(d.ratios)} common entries; median ratio B/A = {d.median_ratio:.3f}; "
                   f"only in A: {len(d.only_a)}, only in B: {len(d.only_b)}")
     rows = RichTable("key", "B/A")
     for key, ratio in sorted(d.ratios.items(), key=lambda kv: -abs(kv[1] - 1.0))[:top]:
-        rows.add_row(key, f"{ratio:.3f}")
+        rows.add_row(escape(key), f"{ratio:.3f}")
     console.print(rows)
 
 
@@ -67,29 +84,37 @@ def diff(
 def validate(
     device: str = typer.Option(..., "--device", "-d", help="Device to measure on (must match the table)."),
     table: Path = typer.Option(..., "--table", "-t", help="The table to validate."),
-    samples: int = typer.Option(100, help="Random architectures to measure (plus the reference net)."),
-    seed: int = typer.Option(0, help="Seed of the sample and the measurement order."),
-    rounds: int = typer.Option(9, help="Interleaved measurement rounds (many short ones average out drift)."),
-    min_seconds: float = typer.Option(1.8, help="Timed seconds per net, at least (over all rounds)."),
-    fit_fraction: float = typer.Option(0.3, help="Share of the nets that fit the calibration (rest held out)."),
+    samples: int = typer.Option(100, parser=positive_int,
+                                help="Random architectures to measure (plus the reference net)."),
+    seed: int = typer.Option(0, parser=non_negative_int, help="Seed of the sample and the measurement order."),
+    rounds: int = typer.Option(9, parser=positive_int,
+                               help="Interleaved measurement rounds (many short ones average out drift)."),
+    min_seconds: float = typer.Option(1.8, parser=non_negative,
+                                      help="Timed seconds per net, at least (over all rounds)."),
+    fit_fraction: float = typer.Option(0.3, parser=fraction,
+                                       help="Share of the nets that fit the calibration, strictly between 0 and 1 "
+                                            "(the rest are held out)."),
     calibrate: bool = typer.Option(False, "--calibrate", help="Store the fitted calibration in the table."),
     out: Path = typer.Option(None, "--out", "-o", help="Report JSON [default: beside the table]."),
     plot: Path = typer.Option(None, "--plot", help="Predicted-vs-measured PNG."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted validation."),
     force: bool = typer.Option(False, "--force", help="Discard an interrupted validation."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Processes converting nets in parallel (before any timing)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", parser=positive_int,
+                             help="Processes converting nets in parallel (before any timing)."),
     memory: bool = typer.Option(True, "--memory/--no-memory",
                                 help="Also measure each net's activation memory as the runtime allocates it."),
+    allow_foreign_table: bool = typer.Option(False, FOREIGN_FLAG, help=_FOREIGN_HELP),
 ) -> None:
     """Measure random networks end to end and report how well the table predicts them."""
     from hwnas import validate as v
-    from hwnas.backends.base import MeasureSettings
+    from hwnas.cli.profile import measure_settings
 
-    settings = MeasureSettings(warmup_runs=5, min_runs=30, min_seconds=min_seconds)
+    settings = measure_settings(5, 30, min_seconds)
     report = v.validate(get_device(device), table, samples, seed=seed, rounds=rounds, settings=settings,
                         fit_fraction=fit_fraction, out=out, resume=resume, force=force, progress=not quiet,
-                        jobs=jobs, memory=memory)
+                        jobs=jobs, memory=memory, allow_foreign=allow_foreign_table,
+                        log=lambda m: err_console.print(escape(m)))
     if plot:
         v.plot(report, plot)
     if calibrate:
@@ -114,3 +139,5 @@ def validate(
     if report.memory:
         console.print(f"memory measured as: {report.memory['method']}; predicted by the "
                       f"{report.memory['planner']} planner")
+    for warning in report.warnings:  # again at the end, where it cannot scroll away
+        _warn(warning)
