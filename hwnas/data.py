@@ -25,6 +25,7 @@ from hwnas.errors import ConfigError
 SPECS = ("digits", "cifar10:DIR", "imagefolder:DIR")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 MAX_IMAGES = 2_000_000
+MIN_TRAIN = 4  # BatchNorm trains on two or more; NASWOT's kernel wants a few inputs
 
 
 @dataclass(frozen=True)
@@ -51,25 +52,57 @@ class Dataset:
     valid: Split
 
 
+_FOLDER_FIX = {"cifar10": "give cifar10:DIR, DIR the extracted cifar-10-batches-py folder",
+               "imagefolder": "give imagefolder:DIR, DIR holding one sub-folder of images per class"}
+
+
+def check_spec(spec: str) -> tuple[str, Path | None]:
+    """``spec`` as (kind, folder), or a :class:`ConfigError` naming what is wrong with it and the fix.
+
+    Cheap (no image is read): a search checks its ``--data`` with it before it writes anything."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"--data {spec!r} is not a dataset.", f"use one of {', '.join(SPECS)}")
+    kind, sep, arg = spec.partition(":")
+    if kind == "digits":
+        if sep:
+            raise ConfigError(f"--data {spec!r}: the built-in digits take no folder.", "give --data digits")
+        return kind, None
+    if kind not in _FOLDER_FIX:
+        raise ConfigError(f"unknown dataset '{spec}'.", f"use one of {', '.join(SPECS)} (any other dataset as "
+                          "imagefolder:DIR, one sub-folder of images per class)")
+    if not arg.strip():
+        raise ConfigError(f"--data {spec!r} names no folder.", _FOLDER_FIX[kind])
+    folder = Path(arg).expanduser()
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(f"--data {spec!r}: {folder} {what}.", _FOLDER_FIX[kind])
+    return kind, folder
+
+
 def load(spec: str, resolution: int, *, seed: int = 0, valid_fraction: float = 0.2,
          limit: int | None = None) -> Dataset:
     """The dataset ``spec`` at ``resolution``, split by ``seed``; ``limit`` caps the images used (quick runs)."""
-    kind, _, arg = spec.partition(":")
-    if kind == "digits" and not arg:
+    kind, folder = check_spec(spec)
+    if kind == "digits":
         x, y, name = *_digits(), "digits"
-    elif kind == "cifar10" and arg:
-        x, y, name = *_cifar10(Path(arg)), f"cifar10:{arg}"
-    elif kind == "imagefolder" and arg:
-        x, y, name = *_imagefolder(Path(arg), resolution), f"imagefolder:{arg}"
+    elif kind == "cifar10":
+        x, y, name = *_cifar10(folder), f"cifar10:{folder}"
     else:
-        raise ConfigError(f"unknown dataset '{spec}'.", f"use one of {', '.join(SPECS)}")
+        x, y, name = *_imagefolder(folder, resolution), f"imagefolder:{folder}"
     if not 0.0 < valid_fraction < 1.0:
         raise ConfigError(f"valid fraction {valid_fraction} is out of range.", "use a value between 0 and 1")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit} leaves no image.", "give --limit of at least 10, or leave it out")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
     if limit:
         order = order[:limit]
     n_valid = max(1, int(round(len(order) * valid_fraction)))
+    if len(order) - n_valid < MIN_TRAIN:
+        raise ConfigError(f"{name} at --limit {limit} leaves {len(order) - n_valid} training images "
+                          f"(of {len(order)}); training needs at least {MIN_TRAIN}.",
+                          "raise --limit (10 or more) or leave it out" if limit
+                          else "add images to the dataset")
     xs = _resize(torch.from_numpy(np.ascontiguousarray(x[order])), resolution)
     mean, std = xs[n_valid:].mean(dim=(0, 2, 3), keepdim=True), xs[n_valid:].std(dim=(0, 2, 3), keepdim=True)
     xs = (xs - mean) / std.clamp_min(1e-6)

@@ -8,9 +8,11 @@
     pareto.png         accuracy (or score) vs predicted latency, the budget line
     summary.md         what ran and what came out
 
-Resuming: a killed run's ``candidates.jsonl`` is replayed as a cache (a torn last line is dropped), and the
-strategy, deterministic for its seed, re-proposes the same candidates and gets the recorded results back
-instead of evaluating them again.
+Resuming: a killed run's ``candidates.jsonl`` is replayed as a cache, and the strategy, deterministic for its
+seed, re-proposes the same candidates and gets the recorded results back instead of evaluating them again.
+Only a torn *last* line (a kill mid-write: no newline) is dropped. Any other bad line is an error naming the
+file and the line, never skipped: skipping it would silently lose a record, and stopping there (as a reader of
+the kill case would) every record after it. Every file read back is checked against its schema here.
 """
 
 from __future__ import annotations
@@ -21,8 +23,38 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from hwnas.atomic import atomic_write_bytes, atomic_write_text, ensure_writable_dir
-from hwnas.errors import OutputError, TableError
+from hwnas.errors import ConfigError, OutputError, TableError
+from hwnas.schema import NonNegativeInt, parse_json, read_json, validate
+
+START_OVER = "pass --force to start the run over (or choose another --out)"
+NOTES = "notes"  # config.json's key for what was said about the run (e.g. a foreign table); not compared on resume
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")  # the record's other figures are for reading
+
+
+class CandidateRow(_Open):
+    """What a resumed search reads back of each ``candidates.jsonl`` line."""
+
+    arch: str = Field(min_length=1, max_length=4096)
+    score: float | None  # None: over the budget, never evaluated; -inf is a NASWOT score
+    step: NonNegativeInt
+
+
+class FinalRow(_Open):
+    """What a resumed search reads back of ``final.json`` (the answer's retraining)."""
+
+    arch: str = Field(min_length=1, max_length=4096)
+    valid_accuracy: float = Field(ge=0, le=1)
+
+
+def read_record(path: Path, schema: type[BaseModel], fix: str = START_OVER) -> Any:
+    """A run file (``config.json``, ``final.json``, ...) parsed and checked against ``schema``."""
+    return validate(schema, read_json(path, "run file", fix), str(path), fix)
 
 
 class RunDir:
@@ -38,10 +70,10 @@ class RunDir:
                 raise OutputError(f"{run.path} already holds a run.",
                                   "pass --resume to continue it, --force to start over, or choose another --out")
             if resume:
-                old = json.loads(cfg_file.read_text())
-                if old != json.loads(json.dumps(config)):
-                    changed = sorted(k for k in set(old) | set(config)
-                                     if old.get(k) != json.loads(json.dumps(config.get(k))))
+                old = read_record(cfg_file, dict[str, Any])
+                new = json.loads(json.dumps(config))
+                changed = sorted(k for k in set(old) | set(new) if k != NOTES and old.get(k) != new.get(k))
+                if changed:
                     raise TableError(f"the run in {run.path} was started with other {', '.join(changed)}.",
                                      "resume with the same options, or pass --force to start over")
             else:
@@ -58,23 +90,33 @@ class RunDir:
     def candidates_file(self) -> Path:
         return self.path / "candidates.jsonl"
 
-    def load_candidates(self) -> list[dict]:
-        """Every complete line; a torn last line (killed mid-write) is dropped and truncated away."""
-        if not self.candidates_file.exists():
+    def load_candidates(self) -> list[CandidateRow]:
+        """Every line, checked; a torn last line (killed mid-write: no newline) is dropped and truncated away.
+
+        Any other unreadable line raises a :class:`ConfigError` naming the file and the line."""
+        path = self.candidates_file
+        if not path.exists():
             return []
-        raw = self.candidates_file.read_bytes()
-        rows, good = [], 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read run file {path}: {exc.strerror or exc}.", START_OVER) from None
+        lines = raw.splitlines(keepends=True)
+        if lines and not lines[-1].endswith(b"\n"):  # the kill case: the last write was cut short
+            with open(path, "r+b") as f:
+                f.truncate(len(raw) - len(lines.pop()))
+        rows = []
+        for number, line in enumerate(lines, 1):
+            source = f"run file {path}, line {number}"
+            fix = (f"delete line {number} of {path} (that candidate is evaluated again on --resume), "
+                   f"or {START_OVER}")
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            good += len(line)
-        if good != len(raw):
-            with open(self.candidates_file, "r+b") as f:
-                f.truncate(good)
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ConfigError(f"{source} is not text.", fix) from None
+            if not text.strip():
+                raise ConfigError(f"{source} is empty.", fix)
+            rows.append(validate(CandidateRow, parse_json(text, source, fix), source, fix))
         return rows
 
     def append_candidate(self, row: dict) -> None:

@@ -9,35 +9,31 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from hwnas.arch import Arch
 from hwnas.data import Dataset, Split
 from hwnas.errors import ConfigError
+from hwnas.schema import NonNegative, NonNegativeInt, Positive, PositiveInt, settings
 
 OPTIMIZERS = ("sgd", "adam")
+Smoothing = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]  # 1 would make every target uniform
 
 
-@dataclass(frozen=True)
+@settings("training settings", "correct it on the command line (--lr, --batch-size, --epochs, --optimizer, "
+          "--label-smoothing)")
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.05
-    optimizer: str = "sgd"  # sgd: momentum 0.9, nesterov, cosine decay; adam: cosine decay too
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer '{self.optimizer}'.", f"use one of {', '.join(OPTIMIZERS)}")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("epochs must be ≥ 0, batch size ≥ 1 and the learning rate > 0.",
-                              "check the training options")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label smoothing {self.label_smoothing} is out of range.", "use 0 ≤ value < 1")
+    epochs: NonNegativeInt = 10
+    batch_size: PositiveInt = 64
+    lr: Positive = 0.05
+    optimizer: Literal["sgd", "adam"] = "sgd"  # sgd: momentum 0.9, nesterov, cosine decay; adam: cosine decay too
+    weight_decay: NonNegative = 4e-5
+    label_smoothing: Smoothing = 0.0
+    seed: NonNegativeInt = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -43,8 +43,11 @@ def test_cifar10_loader_refuses_a_pickle_that_would_run_code(tmp_path):
     (tmp_path / "data_batch_1").write_bytes(pickle.dumps({b"data": _Evil(), b"labels": [0]}))
     with pytest.raises(ConfigError, match="not a CIFAR-10 python batch"):
         load(f"cifar10:{tmp_path}", 32)
-    with pytest.raises(ConfigError, match="no CIFAR-10 batches"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load(f"cifar10:{tmp_path / 'missing'}", 32)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no CIFAR-10 batches"):
+        load(f"cifar10:{tmp_path / 'empty'}", 32)
 
 
 def test_imagefolder_reads_one_folder_per_class(tmp_path):
@@ -64,3 +67,41 @@ def test_imagefolder_reads_one_folder_per_class(tmp_path):
 def test_unknown_dataset_names_the_choices():
     with pytest.raises(ConfigError, match="digits"):
         load("mnist", 32)
+
+
+@pytest.mark.parametrize("spec, says, fix", [
+    ("cifar10:", "names no folder", "cifar10:DIR"),
+    ("imagefolder:", "names no folder", "imagefolder:DIR"),
+    ("imagefolder:/nonexistent/hwnas", "does not exist", "one sub-folder of images per class"),
+    ("fashion-mnist:{tmp}", "unknown dataset", "imagefolder:DIR"),
+    ("bogus:x", "unknown dataset", "digits"),
+    ("digits:{tmp}", "take no folder", "--data digits"),
+    ("", "not a dataset", "digits"),
+])
+def test_a_bad_data_spec_is_one_error_with_the_fix(tmp_path, spec, says, fix):
+    from hwnas.data import check_spec
+
+    spec = spec.replace("{tmp}", str(tmp_path))
+    for call in (lambda: check_spec(spec), lambda: load(spec, 32)):
+        with pytest.raises(ConfigError, match=says) as exc:
+            call()
+        assert fix in exc.value.hint
+
+
+def test_a_file_named_as_a_data_folder_and_a_truncated_batch_are_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        load(f"imagefolder:{tmp_path / 'file'}", 32)
+    _write_batch(tmp_path / "data_batch_1", 20, 0)
+    raw = (tmp_path / "data_batch_1").read_bytes()
+    (tmp_path / "data_batch_1").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ConfigError, match="not a CIFAR-10 python batch") as exc:
+        load(f"cifar10:{tmp_path}", 32)
+    assert "cifar-10-batches-py" in exc.value.hint
+
+
+def test_a_limit_that_leaves_too_few_training_images_is_refused():
+    with pytest.raises(ConfigError, match="training images") as exc:
+        load("digits", 8, limit=3)
+    assert "--limit" in exc.value.hint
+    assert len(load("digits", 8, limit=10).train) >= 4

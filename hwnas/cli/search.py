@@ -5,15 +5,16 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from hwnas.cli._console import console
+from hwnas.cli._console import console, err_console
+from hwnas.cli._types import non_negative, non_negative_int, positive, positive_int
 from hwnas.errors import ConfigError
 
 
 def _table_for(device: str | None, table: Path | None, space: str, resolution: int, width: float,
                tables: Path) -> Path:
+    """--table as given (checked against --device's fingerprint when that is given too), else --device's
+    table in --tables."""
     if table is not None:
-        if device is not None:
-            raise ConfigError("give --device or --table, not both.", "--table names the table directly")
         return table
     if device is None:
         raise ConfigError("a search needs a device's table.", "give --device D (its table in --tables) or --table T")
@@ -30,30 +31,43 @@ def _table_for(device: str | None, table: Path | None, space: str, resolution: i
 
 
 def search(
-    device: str = typer.Option(None, "--device", "-d", help="Device whose table to search on (see --tables)."),
+    device: str = typer.Option(None, "--device", "-d", help="Device whose table to search on (see --tables); "
+                               "with --table, the device the table must match."),
     table: Path = typer.Option(None, "--table", "-t", help="The lookup table to search on (instead of --device)."),
     space: str = typer.Option("proxyless", "--space", "-s", help="Search space (with --device)."),
-    resolution: int = typer.Option(32, "--resolution", "-r", help="Space setting (with --device)."),
-    width: float = typer.Option(1.0, "--width", help="Width multiplier (with --device)."),
+    resolution: int = typer.Option(32, "--resolution", "-r", parser=positive_int,
+                                   help="Space setting (with --device)."),
+    width: float = typer.Option(1.0, "--width", parser=positive, help="Width multiplier (with --device)."),
     tables: Path = typer.Option(Path("latency_tables"), "--tables", help="Folder of tables (with --device)."),
+    allow_foreign_table: bool = typer.Option(False, "--allow-foreign-table",
+                                             help="Search on a table measured on another host or runtime than "
+                                             "--device (warned about, and recorded in the run)."),
     strategy: str = typer.Option("evolution", "--strategy", help="proxyless, mnas, memnet, evolution or random."),
-    latency_ms: float = typer.Option(None, "--latency-ms", help="Latency budget (predicted, ms)."),
-    memory_mb: float = typer.Option(None, "--memory-mb", help="Memory budget: weights + peak activations (MB)."),
+    latency_ms: float = typer.Option(None, "--latency-ms", parser=positive, help="Latency budget (predicted, ms)."),
+    memory_mb: float = typer.Option(None, "--memory-mb", parser=positive,
+                                    help="Memory budget: weights + peak activations as the runtime plans them (MB)."),
     estimator: str = typer.Option("naswot", "--estimator", help="Accuracy estimator: naswot, train or supernet."),
     data: str = typer.Option("digits", "--data", help="digits (built in), cifar10:DIR or imagefolder:DIR."),
-    evaluations: int = typer.Option(40, "--evaluations", "-n", help="Architectures to evaluate, at most."),
-    epochs: int = typer.Option(10, "--epochs", help="Epochs to retrain the chosen architecture from scratch."),
-    estimator_epochs: int = typer.Option(3, "--estimator-epochs", help="Epochs per candidate (train estimator)."),
-    search_epochs: int = typer.Option(6, "--search-epochs", help="ProxylessNAS: supernet epochs (2 of warm-up)."),
+    evaluations: int = typer.Option(40, "--evaluations", "-n", parser=positive_int,
+                                    help="Architectures to evaluate, at most."),
+    epochs: int = typer.Option(10, "--epochs", parser=non_negative_int,
+                               help="Epochs to retrain the chosen architecture from scratch."),
+    estimator_epochs: int = typer.Option(3, "--estimator-epochs", parser=positive_int,
+                                         help="Epochs per candidate (train estimator)."),
+    search_epochs: int = typer.Option(6, "--search-epochs", parser=positive_int,
+                                      help="ProxylessNAS: supernet epochs (2 of warm-up)."),
     hard: bool = typer.Option(False, "--hard", help="MnasNet: the hard constraint (α = 0, β = −1)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Training batch size."),
-    lr: float = typer.Option(0.05, "--lr", help="Learning rate (cosine decay)."),
+    batch_size: int = typer.Option(64, "--batch-size", parser=positive_int, help="Training batch size."),
+    lr: float = typer.Option(0.05, "--lr", parser=positive, help="Learning rate (cosine decay)."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9, nesterov) or adam."),
-    label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Label smoothing of the training loss."),
-    limit: int = typer.Option(None, "--limit", help="Use at most this many images (quick runs)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of everything: data split, sampling, training."),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing", parser=non_negative,
+                                          help="Label smoothing of the training loss (0 ≤ value < 1)."),
+    limit: int = typer.Option(None, "--limit", parser=positive_int, help="Use at most this many images (quick runs)."),
+    seed: int = typer.Option(0, "--seed", parser=non_negative_int,
+                             help="Seed of everything: data split, sampling, training."),
     executor: str = typer.Option("local", "--executor", help="local (in this process) or ray."),
-    address: str = typer.Option(None, "--address", help="Ray cluster address (with --executor ray)."),
+    address: str = typer.Option(None, "--address", help="Ray cluster address (with --executor ray): auto, "
+                                "HOST:PORT or ray://HOST:PORT."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory [default: runs/<strategy>-<seed>]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing run directory."),
@@ -72,9 +86,10 @@ def search(
                        estimator=estimator, data=data, evaluations=evaluations, seed=seed,
                        estimator_epochs=estimator_epochs, final_epochs=epochs, batch_size=batch_size, lr=lr,
                        optimizer=optimizer, label_smoothing=label_smoothing,
-                       limit=limit, executor=executor, address=address, options=options)
+                       limit=limit, executor=executor, address=address, options=options,
+                       device=device, allow_foreign_table=allow_foreign_table)
     result = run_search(cfg, out or Path("runs") / f"{strategy}-{seed}", resume=resume, force=force,
-                        progress=not quiet)
+                        progress=not quiet, log=lambda m: err_console.print(f"[bold red]warning:[/] {escape(m)}"))
     c = result.candidate
     console.print(f"best: {escape(str(result.arch))} (id {result.arch.id})\n"
                   f"  predicted latency {c.latency_ms:.3f} ms, memory {c.memory_bytes / 1e6:.2f} MB\n"

@@ -9,16 +9,20 @@ it fits the budget.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import ConfigDict, ValidationError, validate_call
 
 from hwnas.arch import Arch
+from hwnas.errors import ConfigError
 from hwnas.estimators import Estimator
 from hwnas.runs import RunDir
+from hwnas.schema import describe
 from hwnas.search.budget import Feasibility
 from hwnas.search.executors import Executor
 
@@ -28,8 +32,8 @@ class Candidate:
     arch: str
     latency_ms: float  # predicted, calibrated
     weight_bytes: int
-    peak_activation_bytes: int
-    memory_bytes: int
+    peak_activation_bytes: int  # as the runtime plans the whole graph (hwnas.search.budget: one memory)
+    memory_bytes: int  # weights + peak activation
     feasible: bool
     score: float | None = None  # the estimator's accuracy (or NASWOT score); None when not evaluated
     reward: float | None = None  # the strategy's objective, where it has one
@@ -58,8 +62,9 @@ class SearchContext:
         self.evaluations = 0
         self.proposals = 0
         rows = run.load_candidates() if run else []
-        self._replay = len(rows)  # a resumed strategy re-proposes these events first: they are on file already
-        self._scores = {row["arch"]: row["score"] for row in rows if row.get("score") is not None}
+        # a resumed strategy re-proposes these events first (by step): they are on file already
+        self._on_file = {row.step for row in rows}
+        self._scores = {row.arch: row.score for row in rows if row.score is not None}
         self._from_file = set(self._scores)
         self.reused = 0  # evaluations answered from an earlier run's records
         self._prepared = False
@@ -104,7 +109,7 @@ class SearchContext:
             c.source = source
             if reward is not None:
                 c.reward = float(reward(c))
-            if self.run is not None and c.step >= self._replay:
+            if self.run is not None and c.step not in self._on_file:
                 self.run.append_candidate(c.to_dict())
             self.history.append(c)
         return cands
@@ -112,12 +117,32 @@ class SearchContext:
     def restored(self) -> None:
         """The strategy resumed from its own checkpoint and will not re-propose what is on file: record from
         here on."""
-        self._replay = len(self.history)
+        self._on_file = set()
 
     def best(self, key: str = "score") -> Candidate | None:
         """The best evaluated feasible candidate by ``key`` (score, or reward)."""
         pool = [c for c in self.history if c.feasible and getattr(c, key) is not None]
         return max(pool, key=lambda c: (getattr(c, key), -c.latency_ms)) if pool else None
+
+
+_OPTIONS = ConfigDict(strict=True, arbitrary_types_allowed=True)
+
+
+def checked_options(init: Callable[..., None]) -> Callable[..., None]:
+    """A strategy's ``__init__`` whose arguments are validated against its annotations (pydantic, strict):
+    a population of 0, a NaN learning rate or an unknown option is a :class:`ConfigError` naming it."""
+    validated = validate_call(config=_OPTIONS)(init)
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            validated(self, *args, **kwargs)
+        except ValidationError as exc:
+            problem = describe(exc, key=lambda k: f"option '{k}'")
+            raise ConfigError(f"the {self.name} strategy: {problem}.",
+                              "check the strategy options (README: hwnas search)") from None
+
+    return __init__
 
 
 class Strategy(ABC):

@@ -1,12 +1,18 @@
 """Budgets on the table: which architectures fit, the smallest achievable cost, and feasible sampling.
 
-Every check runs on the cost model's arrays before any expensive evaluation. Sampling is bounded: uniform
+Every check runs on the cost model's arrays before any expensive evaluation. Memory has one definition, the
+one a search reports and compares everywhere (``candidates.jsonl``, ``best.json``, ``summary.md``, the CLI):
+weights + the activation memory the table's runtime plans for the whole graph (never below the per-block
+liveness peak), :attr:`hwnas.cost.Prediction.memory_bytes`. The vectorized liveness peak is a lower bound of
+it, so it serves as a fast first filter; :meth:`Feasibility.mask` confirms the rows that pass with the plan.
+Sampling is bounded: uniform
 draws are filtered in vectorized batches; when the feasible region is too small for that, drawn networks
 are repaired (a random over-budget layer at a time swapped for a cheaper candidate), which always ends.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -26,12 +32,12 @@ class InfeasibleBudget(ConfigError):
 @dataclass(frozen=True)
 class Budget:
     latency_ms: float | None = None
-    memory_bytes: float | None = None  # total: weights + peak activation (MemNet's count)
+    memory_bytes: float | None = None  # total: weights + planned peak activation (MemNet's count)
 
     def __post_init__(self) -> None:
         for name, value in (("latency", self.latency_ms), ("memory", self.memory_bytes)):
-            if value is not None and not value > 0:
-                raise ConfigError(f"the {name} budget must be positive, got {value}.",
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"the {name} budget must be a finite number above 0, got {value!r}.",
                                   "give --latency-ms / --memory-mb above 0")
 
     def describe(self) -> str:
@@ -50,23 +56,40 @@ class Feasibility:
     def costs(self, choices: np.ndarray, exact: bool = False) -> dict[str, np.ndarray]:
         """Predicted latency (calibrated), weights, peak activation and total memory of ``(N, layers)``.
 
-        Memory is weights + the per-block liveness peak (vectorized, a fast first filter); ``exact`` plans
-        each whole graph as the runtime does (tens of ms each), for the candidates a strategy evaluates."""
+        ``exact``: the peak is the runtime's plan of each whole graph (tens of ms each, cached per
+        architecture), the figure a search reports; otherwise the vectorized per-block liveness peak, a lower
+        bound of it for fast filtering."""
         c = np.atleast_2d(choices)
         p = self.model.predict_many(c)
-        if exact and self.budget.memory_bytes is not None:
-            planned = np.array([self.model.planned_activation(Arch.of(self.space, row)) for row in c])
+        if exact:
+            planned = np.array([self.model.planned_activation(Arch.of(self.space, row)) for row in c], dtype=np.int64)
             p["peak_activation_bytes"] = np.maximum(p["peak_activation_bytes"], planned)
         p["memory_bytes"] = p["weight_bytes"] + p["peak_activation_bytes"]
         return p
 
-    def mask(self, choices: np.ndarray, costs: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        c = costs or self.costs(choices)
-        ok = np.ones(len(c["latency_ms"]), bool)
+    def within(self, costs: dict[str, np.ndarray]) -> np.ndarray:
+        """Which rows of ``costs`` are within the budget (judged on those figures, whichever they are)."""
+        ok = np.ones(len(costs["latency_ms"]), bool)
         if self.budget.latency_ms is not None:
-            ok &= c["latency_ms"] <= self.budget.latency_ms
+            ok &= costs["latency_ms"] <= self.budget.latency_ms
         if self.budget.memory_bytes is not None:
-            ok &= c["memory_bytes"] <= self.budget.memory_bytes
+            ok &= costs["memory_bytes"] <= self.budget.memory_bytes
+        return ok
+
+    def quick_mask(self, choices: np.ndarray) -> np.ndarray:
+        """A fast first filter: False rows are over the budget; True rows may still be over it by the plan."""
+        return self.within(self.costs(choices))
+
+    def mask(self, choices: np.ndarray, costs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Which rows fit the budget by the search's memory (the runtime's plan), as :meth:`SearchContext.price`
+        judges them; ``costs`` from :meth:`costs` (``exact=True``) are used as given."""
+        if costs is not None:
+            return self.within(costs)
+        c = np.atleast_2d(choices)
+        ok = self.quick_mask(c)
+        if self.budget.memory_bytes is not None and ok.any():  # only memory can change under the plan
+            rows = np.flatnonzero(ok)
+            ok[rows] = self.within(self.costs(c[rows], exact=True))
         return ok
 
     def smallest(self) -> dict[str, float]:
@@ -98,9 +121,9 @@ class Feasibility:
         have = 0
         for _ in range(max_batches):
             draw = sample_choices(self.space, batch, rng)
-            ok = draw[self.mask(draw)][:n - have]
-            if len(ok) and self.budget.memory_bytes is not None:  # confirm the few kept with the runtime's plan
-                ok = ok[self.mask(ok, self.costs(ok, exact=True))]
+            ok = draw[self.quick_mask(draw)][:n - have]
+            if len(ok):  # confirm the few kept with the runtime's plan
+                ok = ok[self.mask(ok)]
             found.append(ok)
             have += len(ok)
             if have >= n:
@@ -116,9 +139,9 @@ class Feasibility:
         lut = np.where(np.isnan(a["latency"]), np.inf, self.model._lut[True][0])
         mem = np.where(np.isnan(a["latency"]), np.inf, a["weights"] + a["peak"])
         for _ in range(int(self._n.sum()) * 4):
-            c = self.costs(row, exact=True)
-            if self.mask(row, c)[0]:
+            if self.mask(row)[0]:
                 return row
+            c = self.costs(row)
             over_lat = self.budget.latency_ms is not None and c["latency_ms"][0] > self.budget.latency_ms
             cost = lut if over_lat else mem
             layers = np.arange(len(row))
@@ -130,7 +153,7 @@ class Feasibility:
             row[i] = rng.choice(options)
         # the cheapest network of the space as the last resort (it fits: check_possible passed for latency)
         row = np.nanargmin(np.where(np.isnan(a["latency"]), np.nan, self.model._lut[True][0]), axis=1)
-        if not self.mask(row, self.costs(row, exact=True))[0]:
+        if not self.mask(row)[0]:
             raise InfeasibleBudget(f"no architecture found under {self.budget.describe()} by repair.",
                                    "raise the budget; latency and memory pull in different directions here")
         return row

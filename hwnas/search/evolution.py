@@ -12,13 +12,15 @@ from collections import deque
 import numpy as np
 
 from hwnas.arch import Arch, num_choices
-from hwnas.search.base import Candidate, SearchContext, Strategy
+from hwnas.schema import PositiveInt
+from hwnas.search.base import Candidate, SearchContext, Strategy, checked_options
 
 
 class Evolution(Strategy):
     name = "evolution"
 
-    def __init__(self, population: int = 16, sample: int = 4, batch: int = 4) -> None:
+    @checked_options
+    def __init__(self, population: PositiveInt = 16, sample: PositiveInt = 4, batch: PositiveInt = 4) -> None:
         self.population = population
         self.sample = sample
         self.batch = batch  # children bred per generation step (evaluated together, e.g. as Ray tasks)

@@ -6,9 +6,15 @@ so a search gives the same result on either for the same seed.
 
 from __future__ import annotations
 
+import socket
+
 from hwnas._lazy import require
 from hwnas.arch import Arch
-from hwnas.errors import ConfigError
+from hwnas.errors import ConfigError, DeviceUnavailable
+
+EXECUTORS = ("local", "ray")
+CONNECT_TIMEOUT_S = 5.0  # a cluster's head answers at once; Ray's own connect retries for a minute or more
+_ADDRESS_FIX = "give --address auto, HOST:PORT (the head's GCS port, 6379) or ray://HOST:PORT (Ray client, 10001)"
 
 
 def _score(estimator, arch: str) -> float:
@@ -38,6 +44,7 @@ class RayExecutor(Executor):
     name = "ray"
 
     def __init__(self, address: str | None = None, cpus_per_task: float = 1.0) -> None:
+        probe(address)  # before Ray, which would wait on a dead address far longer than anyone does
         self.ray = require("ray", "ray", "ray")
         self.address = address
         if not self.ray.is_initialized():
@@ -57,11 +64,47 @@ class RayExecutor(Executor):
         return {"executor": self.name, "address": self.address}
 
 
+def parse_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a cluster address, None for ``auto`` (Ray finds the cluster it started here)."""
+    text = address.strip()
+    if text == "auto":
+        return None
+    rest = text.removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or "/" in rest:
+        raise ConfigError(f"--address {address!r} is not a Ray cluster address.", _ADDRESS_FIX)
+    return host, int(port)
+
+
+def check_address(executor: str, address: str | None) -> None:
+    """The executor's address is well formed (no connection is made)."""
+    if address is None:
+        return
+    if executor != "ray":
+        raise ConfigError("--address needs --executor ray.", "add --executor ray, or drop --address")
+    parse_address(address)
+
+
+def probe(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within ``timeout`` seconds, a cluster address where nothing listens."""
+    target = parse_address(address) if address is not None else None
+    if target is None:
+        return
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            pass
+    except OSError as exc:
+        why = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise DeviceUnavailable(f"no Ray cluster answers at {address} ({why.lower()}).",
+                                "start one there with `ray start --head`, check the host and port, or leave out "
+                                "--address to run a local cluster") from None
+
+
 def make_executor(name: str, address: str | None = None) -> Executor:
+    check_address(name, address)
     if name == "local":
-        if address:
-            raise ConfigError("--address needs --executor ray.", "add --executor ray, or drop --address")
         return Executor()
     if name == "ray":
         return RayExecutor(address)
-    raise ConfigError(f"unknown executor '{name}'.", "use local or ray")
+    raise ConfigError(f"unknown executor '{name}'.", f"use one of {', '.join(EXECUTORS)}")

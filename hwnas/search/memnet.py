@@ -10,18 +10,25 @@ does, a random two-layer jump from the best so far restarts the walk, until the 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 
 from hwnas.arch import Arch
 from hwnas.errors import ConfigError
 from hwnas.objectives import MemNetScore
-from hwnas.search.base import SearchContext, Strategy
+from hwnas.schema import PositiveInt
+from hwnas.search.base import SearchContext, Strategy, checked_options
+
+Lambda = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 class MemNetSearch(Strategy):
     name = "memnet"
 
-    def __init__(self, neighbors: int = 6, lam: float = 0.5) -> None:
+    @checked_options
+    def __init__(self, neighbors: PositiveInt = 6, lam: Lambda = 0.5) -> None:
         self.neighbors = neighbors
         self.lam = lam
 
@@ -62,6 +69,7 @@ class MemNetSearch(Strategy):
         orders = self._orders(ctx)
         while not ctx.exhausted:
             moves = self.moves(ctx, Arch.parse(current.arch).choices, orders)
+            moves = moves[:ctx.max_evaluations - ctx.evaluations]  # --evaluations is a cap, not a hint
             if len(moves) == 0:
                 break
             cands = ctx.evaluate(moves, source="augment-trim", reward=rank)

@@ -8,18 +8,26 @@ are (the MnasNet penalty) without paying for a training run. The answer is the b
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import torch
+from pydantic import Field
 
 from hwnas.arch import Arch, num_choices
 from hwnas.objectives import MNAS_HARD, MNAS_SOFT, mnas_reward
-from hwnas.search.base import Candidate, SearchContext, Strategy
+from hwnas.schema import Positive, PositiveInt
+from hwnas.search.base import Candidate, SearchContext, Strategy, checked_options
+
+Decay = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 
 
 class MnasSearch(Strategy):
     name = "mnas"
 
-    def __init__(self, batch: int = 8, lr: float = 0.05, baseline_decay: float = 0.9, hard: bool = False) -> None:
+    @checked_options
+    def __init__(self, batch: PositiveInt = 8, lr: Positive = 0.05, baseline_decay: Decay = 0.9,
+                 hard: bool = False) -> None:
         self.batch = batch
         self.lr = lr
         self.decay = baseline_decay

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Literal
 
 import numpy as np
 import torch
@@ -33,7 +34,8 @@ from hwnas.arch import Arch, num_choices
 from hwnas.atomic import atomic_write_bytes
 from hwnas.data import Dataset, Split
 from hwnas.objectives import proxyless_loss
-from hwnas.search.base import SearchContext, Strategy
+from hwnas.schema import Finite, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt
+from hwnas.search.base import SearchContext, Strategy, checked_options
 from hwnas.search.supernet import SuperNet
 from hwnas.train import TrainConfig, evaluate, make_optimizer
 
@@ -41,9 +43,11 @@ from hwnas.train import TrainConfig, evaluate, make_optimizer
 class ProxylessSearch(Strategy):
     name = "proxyless"
 
-    def __init__(self, epochs: int = 6, warmup_epochs: int = 2, train: TrainConfig | None = None,
-                 arch_lr: float = 6e-3, arch_every: int = 1, loss: str = "mul", alpha: float = 0.2,
-                 beta: float = 0.3, lam: float = 0.1, arch_fraction: float = 0.3) -> None:
+    @checked_options
+    def __init__(self, epochs: PositiveInt = 6, warmup_epochs: NonNegativeInt = 2, train: TrainConfig | None = None,
+                 arch_lr: Positive = 6e-3, arch_every: PositiveInt = 1, loss: Literal["mul", "add"] = "mul",
+                 alpha: Positive = 0.2, beta: Finite = 0.3, lam: NonNegative = 0.1,
+                 arch_fraction: Fraction = 0.3) -> None:
         self.epochs = epochs
         self.warmup = min(warmup_epochs, epochs)
         self.train_cfg = train or TrainConfig(batch_size=64, lr=0.05)
@@ -132,9 +136,9 @@ class ProxylessSearch(Strategy):
         a = ctx.model.arrays
         mem = np.where(np.isfinite(logp), a["weights"] + a["peak"], np.inf)
         for _ in range(int(num_choices(ctx.space).sum()) * 2):
-            costs = ctx.feasibility.costs(row, exact=True)
-            if ctx.feasibility.mask(row, costs)[0]:
+            if ctx.feasibility.mask(row)[0]:
                 return row
+            costs = ctx.feasibility.costs(row)
             over_lat = ctx.budget.latency_ms is not None and costs["latency_ms"][0] > ctx.budget.latency_ms
             cost = lut if over_lat else mem
             best, pick = np.inf, None

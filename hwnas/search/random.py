@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from hwnas.arch import Arch
-from hwnas.search.base import SearchContext, Strategy
+from hwnas.schema import PositiveInt
+from hwnas.search.base import SearchContext, Strategy, checked_options
 
 
 class RandomSearch(Strategy):
     name = "random"
 
-    def __init__(self, batch: int = 8) -> None:
+    @checked_options
+    def __init__(self, batch: PositiveInt = 8) -> None:
         self.batch = batch
 
     def run(self, ctx: SearchContext) -> Arch:

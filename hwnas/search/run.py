@@ -4,60 +4,84 @@
 is built (an impossible one raises :class:`InfeasibleBudget` with the smallest achievable latency), the
 strategy's answer is checked against it again, and the answer is trained from scratch on the dataset
 (``final_epochs``) for the weights and the accuracy the summary reports.
+
+Settings are validated where they are made (:class:`SearchConfig`, with the strategy's options and the
+training settings), so nothing is written for a search that cannot run. A search that names its device
+applies the table's fingerprint rule (:meth:`hwnas.tables.Table.check_fingerprint`); a mismatch the user
+allowed is said on stderr and kept in ``config.json`` (``notes``), ``best.json`` and ``summary.md``.
 """
 
 from __future__ import annotations
 
-import json
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from hwnas.arch import Arch
 from hwnas.atomic import atomic_write_text
 from hwnas.cost import CostModel
+from hwnas.data import check_spec
 from hwnas.errors import ConfigError
-from hwnas.estimators import make_estimator
+from hwnas.estimators import ESTIMATORS, make_estimator
 from hwnas.progress import ProgressBars
-from hwnas.runs import RunDir, file_sha256
+from hwnas.runs import NOTES, FinalRow, RunDir, file_sha256, read_record
+from hwnas.schema import NonNegativeInt, Positive, PositiveInt, settings
 from hwnas.search import STRATEGIES
 from hwnas.search.base import Candidate, SearchContext
 from hwnas.search.budget import MB, Budget, Feasibility
-from hwnas.search.executors import make_executor
+from hwnas.search.executors import EXECUTORS, check_address, make_executor, probe
 from hwnas.tables import Table
 from hwnas.train import TrainConfig, build_for, train
 
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's and torch's seeds alike
 
-@dataclass(frozen=True)
+
+@settings("search settings", "correct it on the command line (keys and flags share names: latency_ms is "
+          "--latency-ms, final_epochs is --epochs)")
 class SearchConfig:
-    table: str
+    table: Annotated[str, Field(min_length=1)]
     strategy: str = "evolution"
-    latency_ms: float | None = None
-    memory_mb: float | None = None
+    latency_ms: Positive | None = None
+    memory_mb: Positive | None = None
     estimator: str = "naswot"
     data: str = "digits"
-    evaluations: int = 40
-    seed: int = 0
-    estimator_epochs: int = 3
-    final_epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.05
+    evaluations: PositiveInt = 40
+    seed: Seed = 0
+    estimator_epochs: PositiveInt = 3
+    final_epochs: NonNegativeInt = 10
+    batch_size: PositiveInt = 64
+    lr: Positive = 0.05
     optimizer: str = "sgd"
     label_smoothing: float = 0.0
-    limit: int | None = None
+    limit: PositiveInt | None = None
     executor: str = "local"
     address: str | None = None
-    options: dict = field(default_factory=dict)  # strategy-specific keyword arguments
+    options: dict[str, Any] = field(default_factory=dict)  # strategy-specific keyword arguments
+    device: str | None = None  # the device the table must have been measured on (its fingerprint), if given
+    allow_foreign_table: bool = False  # --allow-foreign-table: use a mismatching table, with a warning
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy '{self.strategy}'.", f"use one of {', '.join(STRATEGIES)}")
-        if self.evaluations < 1:
-            raise ConfigError("--evaluations must be at least 1.", "give a positive number of evaluations")
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"unknown estimator '{self.estimator}'.", f"use one of {', '.join(ESTIMATORS)}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"unknown executor '{self.executor}'.", f"use one of {', '.join(EXECUTORS)}")
         if self.latency_ms is None and self.memory_mb is None:
             raise ConfigError("a search needs a budget.", "give --latency-ms and/or --memory-mb")
+        if self.memory_mb is not None and not math.isfinite(self.memory_mb * MB):
+            raise ConfigError(f"--memory-mb {self.memory_mb:g} is beyond any memory.", "give the budget in MB")
+        if self.strategy == "memnet" and self.memory_mb is None:
+            raise ConfigError("the memnet strategy needs a memory bound.", "add --memory-mb")
+        check_address(self.executor, self.address)
+        check_spec(self.data)
         self.train_config(0)  # validates the training options before anything is written
+        _strategy(self)  # and the strategy's (its constructor only stores them)
 
     def train_config(self, epochs: int) -> TrainConfig:
         return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
@@ -65,8 +89,9 @@ class SearchConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.pop("executor")  # where it runs does not change the result; a run may resume on another executor
-        d.pop("address")
+        # where it runs, and how the table was checked, do not change the result: a run may resume without them
+        for key in ("executor", "address", "device", "allow_foreign_table"):
+            d.pop(key)
         return d
 
 
@@ -90,16 +115,34 @@ def _strategy(cfg: SearchConfig):
         raise ConfigError(f"bad option for the {cfg.strategy} strategy: {exc}.", "check the strategy options") from None
 
 
+def check_table(cfg: SearchConfig, table: Table) -> str:
+    """The fingerprint rule, when the search names its device: "" (a match), a warning (a mismatch the user
+    allowed with --allow-foreign-table), or a :class:`~hwnas.errors.TableError`. Without a device the table
+    names its own and is taken as it is."""
+    if cfg.device is None:
+        return ""
+    from hwnas.devices import get_device
+
+    return table.check_fingerprint(get_device(cfg.device).backend_instance().fingerprint(),
+                                   allow_foreign=cfg.allow_foreign_table)
+
+
 def run_search(cfg: SearchConfig, out: Path, *, resume: bool = False, force: bool = False,
-               progress: bool = True) -> SearchResult:
+               progress: bool = True, log: Callable[[str], None] = lambda msg: None) -> SearchResult:
+    """Search, retrain the answer and write the run directory; ``log`` hears warnings (e.g. a foreign table)."""
     table = Table.load(Path(cfg.table))
+    warning = check_table(cfg, table)
+    if warning:
+        log(warning)
     model = CostModel(table)
     budget = Budget(cfg.latency_ms, cfg.memory_mb * MB if cfg.memory_mb is not None else None)
     feasibility = Feasibility(model, budget)
     feasibility.check_possible()  # before building anything
+    probe(cfg.address)  # a cluster that is not there: said in seconds, before the run directory is written
     strategy = _strategy(cfg)
     config = {**cfg.to_dict(), "space": model.space.id, "resolution": model.space.resolution,
-              "table_sha256": file_sha256(Path(cfg.table)), "table_fingerprint": table.fingerprint}
+              "table_sha256": file_sha256(Path(cfg.table)), "table_fingerprint": table.fingerprint,
+              NOTES: {"table_warning": warning} if warning else {}}
     run = RunDir.open(Path(out), config, resume=resume, force=force)
     est_cfg = cfg.train_config(cfg.estimator_epochs)
     estimator = make_estimator(cfg.estimator, data=cfg.data, resolution=model.space.resolution, seed=cfg.seed,
@@ -121,16 +164,17 @@ def run_search(cfg: SearchConfig, out: Path, *, resume: bool = False, force: boo
     finally:
         executor.close()
     result = SearchResult(arch, cand, final, run.path, ctx.evaluations, ctx.reused)
-    _write_outputs(run, cfg, model, result, ctx.history, budget)
+    _write_outputs(run, cfg, model, result, ctx.history, budget, warning)
     return result
 
 
 def _final_training(cfg: SearchConfig, arch: Arch, data, run: RunDir, bars) -> float:
     done = run.path / "final.json"
     if done.exists() and (run.path / "weights.pt").exists():
-        saved = json.loads(done.read_text())
-        if saved.get("arch") == str(arch):
-            return float(saved["valid_accuracy"])
+        saved = read_record(done, FinalRow, f"delete {done} (the answer is retrained on --resume), or pass --force "
+                                            "to start the run over")
+        if saved.arch == str(arch):
+            return saved.valid_accuracy
     tc = cfg.train_config(cfg.final_epochs)
     advance = bars.task("retrain best", max(1, cfg.final_epochs))
     net = build_for(arch, data.classes, cfg.seed)
@@ -142,28 +186,34 @@ def _final_training(cfg: SearchConfig, arch: Arch, data, run: RunDir, bars) -> f
 
 
 def _write_outputs(run: RunDir, cfg: SearchConfig, model: CostModel, result: SearchResult,
-                   history: list[Candidate], budget: Budget) -> None:
-    p = model.predict(result.arch)
+                   history: list[Candidate], budget: Budget, warning: str = "") -> None:
+    p = model.predict(result.arch, planned=False)  # params and MACs; memory and latency are the candidate's
+    c = result.candidate  # the figures candidates.jsonl and the CLI report: one memory definition
     best = {"arch": str(result.arch), "id": result.arch.id, "valid_accuracy": result.valid_accuracy,
-            "search_score": result.candidate.score, "reward": result.candidate.reward,
-            "latency_ms": p.latency_ms, "weight_bytes": p.weight_bytes,
-            "peak_activation_bytes": p.peak_activation_bytes, "memory_bytes": p.memory_bytes,
+            "search_score": c.score, "reward": c.reward,
+            "latency_ms": c.latency_ms, "weight_bytes": c.weight_bytes,
+            "peak_activation_bytes": c.peak_activation_bytes, "memory_bytes": c.memory_bytes,
             "params": p.params, "macs": p.macs, "budget": {"latency_ms": budget.latency_ms,
                                                            "memory_bytes": budget.memory_bytes}}
+    if warning:
+        best["table_warning"] = warning
     run.write_json("best.json", best)
     pareto_plot(history, result, budget, run.path / "pareto.png", cfg.estimator)
-    feasible = [c for c in history if c.feasible]
-    lines = [f"# hwnas search: {cfg.strategy} on {model.table.fingerprint.get('device')}",
-             "", f"- table: `{cfg.table}` ({model.space.id}@{model.space.resolution})",
-             f"- budget: {budget.describe()}",
-             f"- estimator: {cfg.estimator} on `{cfg.data}`; {result.evaluations} evaluations "
-             f"({result.reused} reused from an earlier run), {len(history) - len(feasible)} proposals over budget",
-             f"- best: `{result.arch}` (id {result.arch.id})",
-             f"  - predicted latency {p.latency_ms:.3f} ms, memory {p.memory_bytes / MB:.2f} MB "
-             f"(weights {p.weight_bytes / MB:.2f} + peak activations {p.peak_activation_bytes / MB:.2f})",
-             f"  - {p.params / 1e6:.3f} M params, {p.macs / 1e6:.1f} M MACs",
-             f"  - validation accuracy after {cfg.final_epochs} epochs from scratch: {result.valid_accuracy:.4f}",
-             "", "![pareto](pareto.png)", ""]
+    feasible = [h for h in history if h.feasible]
+    lines = [f"# hwnas search: {cfg.strategy} on {model.table.fingerprint.get('device')}", ""]
+    if warning:
+        lines += [f"**Warning: {warning}**", ""]
+    lines += [f"- table: `{cfg.table}` ({model.space.id}@{model.space.resolution})",
+              f"- budget: {budget.describe()}",
+              f"- estimator: {cfg.estimator} on `{cfg.data}`; {result.evaluations} evaluations "
+              f"({result.reused} reused from an earlier run), {len(history) - len(feasible)} proposals over budget",
+              f"- best: `{result.arch}` (id {result.arch.id})",
+              f"  - predicted latency {c.latency_ms:.3f} ms, memory {c.memory_bytes / MB:.2f} MB "
+              f"(weights {c.weight_bytes / MB:.2f} + peak activations {c.peak_activation_bytes / MB:.2f}, "
+              "as the runtime plans them)",
+              f"  - {p.params / 1e6:.3f} M params, {p.macs / 1e6:.1f} M MACs",
+              f"  - validation accuracy after {cfg.final_epochs} epochs from scratch: {result.valid_accuracy:.4f}",
+              "", "![pareto](pareto.png)", ""]
     atomic_write_text(run.path / "summary.md", "\n".join(lines))
 
 
