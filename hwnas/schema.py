@@ -119,7 +119,7 @@ def describe(exc: ValidationError, key: Callable[[str], str] = lambda k: f"key '
     if err["type"] == "value_error":  # a rule across keys (a model validator): its own words
         return f"{where}: {msg[len('Value error, '):]}"
     if err["type"] in ("dict_type", "model_type", "dataclass_type") and not err["loc"]:
-        return f"the file must hold an object of keys, got {_shown(err.get('input'))}"
+        return f"must be an object of keys (a JSON object), got {_shown(err.get('input'))}"
     msg = msg[0].lower() + msg[1:]
     if msg.startswith("input should be"):
         msg = "must be" + msg[len("input should be"):]

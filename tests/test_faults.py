@@ -122,7 +122,7 @@ def test_search(sig, tmp_path, host_tables):
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_pipeline(sig, tmp_path, host_tables):
     config = tmp_path / "p.toml"
-    config.write_text(f'latency_ms = 2.5\nevaluations = 3\nepochs = 1\ncalibration_samples = 4\nlimit = 300\n'
+    config.write_text(f'latency_ms = 2.5\nevaluations = 3\nepochs = 1\ncalibration_samples = 8\nlimit = 300\n'
                       f'tables = "{host_tables}"\n')
     out = tmp_path / "p"
     args = ["pipeline", "--config", str(config), "--out", str(out), "-q"]

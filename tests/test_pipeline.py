@@ -10,7 +10,7 @@ from conftest import ROOT
 from hwnas.errors import ConfigError, OutputError
 from hwnas.pipeline import PipelineConfig, run_pipeline
 
-LEAN = PipelineConfig(latency_ms=2.0, evaluations=3, epochs=1, calibration_samples=4, limit=300,
+LEAN = PipelineConfig(latency_ms=2.0, evaluations=3, epochs=1, calibration_samples=8, limit=300,
                       tables=str(ROOT / "latency_tables"))
 
 
