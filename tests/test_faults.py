@@ -55,10 +55,11 @@ def interrupt(args: list[str], ready, sig: int, tmp_path: Path, timeout: float =
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
-def resume(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+def resume(args: list[str], tmp_path: Path, codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+    """Rerun with ``--resume``: it must finish (``codes``: a pipeline may also end judged, exit 1)."""
     done = subprocess.run([sys.executable, "-m", "hwnas", *args, "--resume"], cwd=tmp_path, text=True,
                           capture_output=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode in codes, done.stderr
     assert "Traceback" not in done.stderr
     return done
 
@@ -122,7 +123,7 @@ def test_search(sig, tmp_path, host_tables):
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_pipeline(sig, tmp_path, host_tables):
     config = tmp_path / "p.toml"
-    config.write_text(f'latency_ms = 2.5\nevaluations = 3\nepochs = 1\ncalibration_samples = 8\nlimit = 300\n'
+    config.write_text(f'latency_ms = 10\nevaluations = 3\nepochs = 1\ncalibration_samples = 0\nlimit = 300\n'
                       f'tables = "{host_tables}"\n')
     out = tmp_path / "p"
     args = ["pipeline", "--config", str(config), "--out", str(out), "-q"]
@@ -133,10 +134,11 @@ def test_pipeline(sig, tmp_path, host_tables):
         except (OSError, ValueError, KeyError):
             return []
 
-    interrupt(args, lambda: len(done()) >= 2, sig, tmp_path, timeout=400)  # table and calibration finished
+    # no calibration (what is tested is the resume, not the fit): the table and that step finish at once
+    interrupt(args, lambda: len(done()) >= 2, sig, tmp_path, timeout=400)
     before = done()
     assert before[:2] == ["table", "calibrate"]
-    again = resume(args, tmp_path)
+    again = resume(args, tmp_path, codes=(0, 1))  # 1: finished, the answer judged (not what is tested here)
     said = " ".join(again.stderr.split())
     assert all(f"{step}: done earlier" in said for step in before)
     assert done() == ["table", "calibrate", "search", "export", "verify", "report"]
