@@ -195,12 +195,12 @@ class Table:
                              "re-create it with hwnas profile")
         f = validate(TableFile, data, str(source), "re-create it with hwnas profile (a hand-edited table must keep "
                      "the types and ranges hwnas writes)", TableError)
-        known = set(TableFile.model_fields)
+        known = set(TableFile.model_fields) - {"calibration"}  # the calibration is carried in extra, as written
         return cls(fingerprint=f.device.model_dump(), space=f.space.model_dump(exclude_none=True),
                    settings=dict(f.settings), overhead=f.overhead.stats(),
                    entries={k: e.entry() for k, e in f.entries.items()}, created=f.created,
                    hwnas_version=f.hwnas_version,
-                   extra={k: v for k, v in data.items() if k not in known or k == "calibration" and v is not None})
+                   extra={k: v for k, v in data.items() if k not in known})
 
     # -- use ------------------------------------------------------------------------------------
     @property
