@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
     import torch
 
 _BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+# A calibration corrects the table's sum; across the nets of the space that correction (calibrated / raw) may
+# vary by this factor at most, and stay above 0. A uniform ratio (the host now runs slower) always passes; a
+# fit on a narrow cluster of nets that would price the rest of the space at negative or doubled prices fails.
+CALIBRATION_SPREAD = 2.0
 
 
 @dataclass(frozen=True)
@@ -173,16 +178,58 @@ class CostModel:
         rows = np.arange(choices.shape[1])
         return {name: fixed + lut[rows, choices].sum(axis=1) for name, (lut, fixed) in self.features.items()}
 
+    def extent(self, weights: dict[str, float], constant: float = 0.0) -> tuple[float, float]:
+        """Exact (min, max) over every net of the space of ``constant`` + Σ ``weights[t]`` · feature t: each
+        feature is a sum over layers, so the extremes are the per-layer extremes summed."""
+        pad = np.isnan(self.arrays["latency"])
+        lut = sum(w * self.features[t][0] for t, w in weights.items())
+        fixed = constant + sum(w * self.features[t][1] for t, w in weights.items())
+        return (float(fixed + np.where(pad, np.inf, lut).min(axis=1).sum()),
+                float(fixed + np.where(pad, -np.inf, lut).max(axis=1).sum()))
+
+    def ratio_range(self, terms, coef, intercept_ms: float) -> tuple[float, float]:
+        """(min, max) over every net of the space of (``intercept_ms`` + Σ coef · feature) / raw sum, exact to
+        1e-6: "ratio ≥ r everywhere" is "min of calibrated − r · raw ≥ 0", one :meth:`extent`, bisected on r."""
+        w = dict(zip(terms, coef))
+        base = {t: float(w.get(t, 0.0)) for t in {*w, "predicted_ms"}}
+
+        def spread(r: float) -> tuple[float, float]:  # (min, max) of calibrated − r · raw
+            return self.extent({**base, "predicted_ms": base["predicted_ms"] - r}, intercept_ms)
+
+        def edge(below: Callable[[float], bool]) -> float:  # where ``below`` stops holding, in [-1e3, 1e3]
+            lo, hi = -1e3, 1e3
+            while hi - lo > 1e-6:
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if below(mid) else (lo, mid)
+            return lo
+
+        return edge(lambda r: spread(r)[0] >= 0), edge(lambda r: spread(r)[1] > 0)
+
+    def admissible(self, terms, coef, intercept_ms: float) -> bool:
+        """Whether the correction stays above 0 and varies by at most :data:`CALIBRATION_SPREAD` over the space."""
+        low, high = self.ratio_range(terms, coef, intercept_ms)
+        return low > 0 and high <= CALIBRATION_SPREAD * low + 1e-6
+
     @cached_property
     def calibration(self) -> dict | None:
-        """The table's stored calibration: ``intercept_ms`` + Σ ``coef`` · feature (see :attr:`features`)."""
+        """The table's stored calibration: ``intercept_ms`` + Σ ``coef`` · feature (see :attr:`features`).
+
+        One whose correction is not :meth:`admissible` over the space is refused."""
         c = self.table.extra.get("calibration")
         if not c:
             return None
         if "scale" in c:  # the plain form: measured = scale * predicted + offset
             c = {"terms": ["predicted_ms"], "coef": [c["scale"]], "intercept_ms": c["offset_ms"]}
         shift = c.get("feedback", {}).get("shift_ms", 0.0)  # whole-net measurements fed back (hwnas verify)
-        return {**c, "intercept_ms": c["intercept_ms"] + shift}
+        c = {**c, "intercept_ms": c["intercept_ms"] + shift}
+        if not self.admissible(c["terms"], c["coef"], c["intercept_ms"]):
+            low, high = self.ratio_range(c["terms"], c["coef"], c["intercept_ms"])
+            raise ConfigError(f"the table's calibration prices the nets of {self.space.id}@{self.space.resolution} "
+                              f"between {low:.2f}× and {high:.2f}× their table sum: it was fitted on nets unlike "
+                              f"the rest and extrapolates (a correction may vary by {CALIBRATION_SPREAD:g}× at most "
+                              "across the space, and stay above 0).",
+                              "fit it again (hwnas table validate --calibrate), or delete its \"calibration\" key")
+        return c
 
     @cached_property
     def _lut(self) -> dict[bool, tuple[np.ndarray, float]]:

@@ -34,7 +34,7 @@ from hwnas.arch import Arch, sample_choices
 from hwnas.atomic import atomic_write_text
 from hwnas.backends.base import MeasureSettings, pool_rounds
 from hwnas.checkpoint import Checkpoint
-from hwnas.cost import CostModel
+from hwnas.cost import CALIBRATION_SPREAD, CostModel
 from hwnas.devices import Device
 from hwnas.errors import ConfigError, MeasurementError
 from hwnas.memprobe import PROBES, measure_activation_memory
@@ -44,17 +44,23 @@ from hwnas.schema import NonNegativeInt, PositiveInt, settings
 from hwnas.tables import Table
 
 MIN_FIT = 3  # nets a calibration is fitted on, at least
-TERMS = {"affine": ("predicted_ms",), "linear": ("predicted_ms", "blocks", "io_mb", "weight_mb")}
+# kind -> (terms, with an intercept)
+KINDS = {"scale": (("predicted_ms",), False), "affine": (("predicted_ms",), True),
+         "linear": (("predicted_ms", "blocks", "io_mb", "weight_mb"), True)}
 
 
 @dataclass(frozen=True)
 class Calibration:
     """measured ≈ intercept + Σ coef · feature (features of :attr:`hwnas.cost.CostModel.features`).
 
-    ``affine`` corrects scale and offset; ``linear`` adds the per-call count, the blocks' I/O volume and the
-    weight volume — the biases that summing standalone blocks has (layout reorders at each block's edges,
-    weights that stay cached in a block timed alone). The kind is chosen by leave-one-out error on the
-    fitted nets only.
+    ``scale`` corrects the table's sum by one factor; ``affine`` adds an offset; ``linear`` adds the per-call
+    count, the blocks' I/O volume and the weight volume — the biases that summing standalone blocks has
+    (layout reorders at each block's edges, weights that stay cached in a block timed alone). The kind is
+    chosen by leave-one-out error on the fitted nets only, among the kinds :meth:`hwnas.cost.CostModel.admissible`
+    over the whole space (the correction calibrated / raw varies by at most
+    :data:`~hwnas.cost.CALIBRATION_SPREAD` across it): nets fitted near one budget say little about the rest of
+    the space, and an offset or slope fitted on them alone can price the smallest net above the budget, or
+    below zero. ``scale`` is the fallback that never extrapolates: one ratio everywhere.
     """
 
     kind: str
@@ -68,25 +74,32 @@ class Calibration:
         return self.intercept_ms + sum(c * np.asarray(feats[t]) for t, c in zip(self.terms, self.coef))
 
     @staticmethod
-    def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        design = np.column_stack([np.ones(len(y)), x])
-        return np.linalg.lstsq(design, y, rcond=None)[0]
+    def _solve(x: np.ndarray, y: np.ndarray, intercept: bool) -> np.ndarray:
+        """(intercept, coef...) by least squares; the intercept is 0 when not fitted."""
+        if not intercept:
+            return np.concatenate([[0.0], np.linalg.lstsq(x, y, rcond=None)[0]])
+        return np.linalg.lstsq(np.column_stack([np.ones(len(y)), x]), y, rcond=None)[0]
 
     @classmethod
-    def fit(cls, feats: dict[str, np.ndarray], measured: np.ndarray, archs: list[str]) -> Calibration:
+    def fit(cls, feats: dict[str, np.ndarray], measured: np.ndarray, archs: list[str],
+            model: CostModel | None = None) -> Calibration:
+        """The best admissible kind by leave-one-out error; ``model`` (the table's) is the space the kinds are
+        judged on (without it, none is refused)."""
         if len(measured) < MIN_FIT:
             raise ConfigError(f"calibration needs at least {MIN_FIT} fitted nets.", "raise --samples or --fit-fraction")
         best = None
-        for kind, terms in TERMS.items():
-            if kind != "affine" and len(measured) < 3 * (len(terms) + 1):
-                continue  # too few nets for this many terms; the affine fit always runs
+        for kind, (terms, intercept) in KINDS.items():
+            if len(terms) > 1 and len(measured) < 3 * (len(terms) + 1):
+                continue  # too few nets for this many terms; the one-term fits always run
             x = np.column_stack([feats[t] for t in terms])
+            w = cls._solve(x, measured, intercept)
+            if kind != "scale" and model is not None and not model.admissible(terms, w[1:], w[0]):
+                continue  # it would extrapolate: its correction varies too much somewhere in the space
             loo = []
             for i in range(len(measured)):
                 keep = np.arange(len(measured)) != i
-                w = cls._solve(x[keep], measured[keep])
-                loo.append(abs(w[0] + x[i] @ w[1:] - measured[i]) / measured[i])
-            w = cls._solve(x, measured)
+                wi = cls._solve(x[keep], measured[keep], intercept)
+                loo.append(abs(wi[0] + x[i] @ wi[1:] - measured[i]) / measured[i])
             cal = cls(kind, terms, tuple(float(v) for v in w[1:]), float(w[0]), tuple(archs), float(np.mean(loo)))
             if best is None or cal.loo_mape < best.loo_mape:
                 best = cal
@@ -235,10 +248,8 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
                 advance()
     measured = {n: pool_rounds([ckpt.load(Checkpoint.name(n, f"r{r}")) for r in range(rounds)]) for n in names}
     raw = {n: model.predict(Arch.parse(n), calibrated=False).latency_ms for n in names}
-    feats = model.feature_values(np.array([Arch.parse(n).choices for n in names]))
-    feat = {n: {t: float(v[i]) for t, v in feats.items()} for i, n in enumerate(names)}
     n_fit = max(MIN_FIT, int(round(fit_fraction * (len(names) - 1)))) if fit_fraction > 0 else 0
-    fit, held = names[1:1 + n_fit], [names[0], *names[1 + n_fit:]]  # the reference net is always held out
+    fit = names[1:1 + n_fit]  # the reference net (first) is always held out
     report = ValidationReport(device=device.name, table=str(table_path), warnings=[warning] if warning else [])
     for n in names:
         report.nets.append({"arch": n, "predicted_ms": raw[n], "measured": measured[n].to_dict(),
@@ -255,19 +266,51 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
                          "all": metrics(planned, measured_mem),
                          "liveness_only": metrics(liveness.astype(float), measured_mem)}
 
+    score(report, model)
+    atomic_write_text(out, report.to_json())
+    ckpt.remove()
+    return report
+
+
+def score(report: ValidationReport, model: CostModel) -> None:
+    """Fill the report's accuracy from its nets (predicted, measured median, split): raw on all and on the
+    held-out nets, and the calibration fitted on the ``fit`` split (bounded by ``model``'s space) scored on
+    the held-out ones."""
+    names = [n["arch"] for n in report.nets]
+    raw = {n["arch"]: n["predicted_ms"] for n in report.nets}
+    measured = {n["arch"]: n["measured"]["median"] for n in report.nets}
+    fit = [n["arch"] for n in report.nets if n["split"] == "fit"]
+    held = [n["arch"] for n in report.nets if n["split"] != "fit"]
+    feats = model.feature_values(np.array([Arch.parse(n).choices for n in names]))
+
     def arr(ns):
-        return np.array([raw[n] for n in ns]), np.array([measured[n].median for n in ns])
+        return np.array([raw[n] for n in ns]), np.array([measured[n] for n in ns])
+
+    def feats_of(ns):
+        rows = [names.index(n) for n in ns]
+        return {t: v[rows] for t, v in feats.items()}
 
     report.uncalibrated = {"all": metrics(*arr(names)), "heldout": metrics(*arr(held))}
     if fit:
-        def table_of(ns):
-            return {t: np.array([feat[n][t] for n in ns]) for t in feats}
-
-        cal = Calibration.fit(table_of(fit), arr(fit)[1], fit)
+        cal = Calibration.fit(feats_of(fit), arr(fit)[1], fit, model)
         report.calibration = asdict(cal)
-        report.calibrated_heldout = metrics(cal.apply(table_of(held)), arr(held)[1])
-    atomic_write_text(out, report.to_json())
-    ckpt.remove()
+        report.calibrated_heldout = metrics(cal.apply(feats_of(held)), arr(held)[1])
+
+
+def refit(report_path: Path, table_path: Path) -> ValidationReport:
+    """Fit a stored validation report's calibration again under the current rules (the same measurements,
+    nothing timed) and store it in the table; the report is rewritten with the new fit."""
+    from hwnas.schema import read_json
+
+    data = read_json(Path(report_path), "validation report",
+                     "give the .validation-N.json that hwnas table validate wrote")
+    fields = {k: data[k] for k in ("device", "table", "nets", "memory", "warnings") if k in data}
+    report = ValidationReport(**fields)
+    table = Table.load(table_path)
+    table.extra.pop("calibration", None)  # the old fit is what is replaced; it may not even load
+    score(report, CostModel(table))
+    atomic_write_text(Path(report_path), report.to_json())
+    store_calibration(table_path, report)
     return report
 
 
@@ -302,6 +345,12 @@ def feed_measurement(table_path: Path, arch: str, measured_ms: float) -> float:
     seen.append({"arch": arch, "measured_ms": float(measured_ms), "fitted_ms": predicted,
                  "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
     shift = float(np.median([o["measured_ms"] - o["fitted_ms"] for o in seen]))
+    if not model.admissible(base["terms"], base["coef"], base["intercept_ms"] + shift):
+        raise ConfigError(f"{arch} measured {measured_ms:.3f} ms where the table prices it {predicted:.3f} ms; "
+                          f"shifting the calibration by {shift:+.3f} ms would make its correction vary by more than "
+                          f"{CALIBRATION_SPREAD:g}× across the space's nets (or fall to 0).",
+                          "the table no longer describes this host: fit it again (hwnas table validate "
+                          "--calibrate) or profile the device again")
     table.extra["calibration"] = {**cal, "feedback": {"observations": seen, "shift_ms": shift}}
     table.save(table_path)
     return shift

@@ -13,7 +13,7 @@ from hwnas.errors import ConfigError
 from hwnas.profiling import ProfileOptions, profile
 from hwnas.spaces import get_space
 from hwnas.tables import Table
-from hwnas.validate import Calibration, metrics, store_calibration, validate
+from hwnas.validate import Calibration, feed_measurement, metrics, refit, store_calibration, validate
 
 
 def test_metrics_on_known_values():
@@ -42,6 +42,90 @@ def test_calibration_picks_the_richer_model_when_the_bias_is_per_block():
     measured = feats["predicted_ms"] - 0.05 * feats["blocks"] + 0.01 * rng.standard_normal(40)
     cal = Calibration.fit(feats, measured, [str(i) for i in range(40)])
     assert cal.kind == "linear" and cal.coef[1] == pytest.approx(-0.05, abs=0.01)
+
+
+def _bare_model(tmp_path, name="cpu-proxyless-32"):
+    """A shipped table without its calibration, written to tmp_path, and its cost model."""
+    table = Table.load(ROOT / "latency_tables" / f"{name}.json")
+    table.extra.pop("calibration", None)
+    path = tmp_path / f"{name}.json"
+    table.save(path)
+    return path, CostModel(table)
+
+
+def test_a_fit_on_nets_near_one_budget_may_not_extrapolate_across_the_space(tmp_path):
+    from hwnas.search.budget import Budget, Feasibility
+
+    _, model = _bare_model(tmp_path)
+    rows = Feasibility(model, Budget(2.4)).sample(4, np.random.default_rng(0))
+    feats = model.feature_values(rows)
+    raw = feats["predicted_ms"]
+    # noisy measurements of a tight cluster: slower where the table says faster (what put CI's smallest
+    # net at 3.5 ms against a 1.9 ms budget)
+    measured = raw.mean() * 1.05 - 0.8 * (raw - raw.mean())
+    unbounded = Calibration.fit(feats, measured, [str(r) for r in rows])
+    assert unbounded.kind == "affine" and unbounded.coef[0] < 0  # the danger, without the space's bound
+    cal = Calibration.fit(feats, measured, [str(r) for r in rows], model)
+    assert cal.kind == "scale" and cal.intercept_ms == 0 and cal.coef[0] == pytest.approx(
+        float(measured @ raw / (raw @ raw)))
+    assert model.admissible(cal.terms, cal.coef, cal.intercept_ms)
+    assert not model.admissible(unbounded.terms, unbounded.coef, unbounded.intercept_ms)
+
+
+def test_ratio_range_is_exact_at_the_space_extremes(tmp_path):
+    from hwnas.arch import sample_choices
+
+    _, model = _bare_model(tmp_path)
+    smallest, largest = model.extent({"predicted_ms": 1.0})
+    # calibrated = raw + c: the ratio 1 + c / raw is largest at the smallest net, smallest at the largest
+    low, high = model.ratio_range(["predicted_ms"], [1.0], 0.3)
+    assert low == pytest.approx(1 + 0.3 / largest, abs=1e-5) and high == pytest.approx(1 + 0.3 / smallest, abs=1e-5)
+    assert model.admissible(["predicted_ms"], [1.0], 0.99 * smallest)  # 1 + c / smallest < 2
+    assert not model.admissible(["predicted_ms"], [1.0], -smallest)  # the smallest net at 0 ms
+    assert model.admissible(["predicted_ms"], [2.7], 0.0)  # a uniform ratio: the host runs slower now
+    choices = sample_choices(model.space, 2000, np.random.default_rng(0))
+    feats = model.feature_values(choices)
+    cal = Calibration("linear", ("predicted_ms", "blocks", "io_mb"), (1.1, -0.02, 0.3), 0.05)
+    ratio = cal.apply(feats) / feats["predicted_ms"]
+    low, high = model.ratio_range(cal.terms, cal.coef, cal.intercept_ms)
+    assert low - 1e-5 <= ratio.min() and ratio.max() <= high + 1e-5  # no sampled net outside the exact range
+    assert high - low > 0.5 * (ratio.max() - ratio.min())
+
+
+def test_a_stored_calibration_that_extrapolates_is_refused(tmp_path):
+    path, _ = _bare_model(tmp_path)
+    table = Table.load(path)
+    table.extra["calibration"] = {"kind": "affine", "terms": ["predicted_ms"], "coef": [3.0], "intercept_ms": -4.0}
+    with pytest.raises(ConfigError, match="extrapolates"):
+        CostModel(table).predict_many(np.zeros((1, 21), int))
+    table.extra["calibration"] = {"kind": "scale", "terms": ["predicted_ms"], "coef": [2.4], "intercept_ms": 0.0}
+    assert CostModel(table).predict_many(np.zeros((1, 21), int))["latency_ms"][0] > 0  # a slower host is fine
+
+
+def test_feeding_back_a_measurement_that_would_distort_the_calibration_is_refused(tmp_path):
+    path, model = _bare_model(tmp_path)
+    ref = str(Arch.of(model.space, model.space.reference_choices()))
+    with pytest.raises(ConfigError, match="no longer describes this host"):
+        feed_measurement(path, ref, 50.0)
+    assert "calibration" not in Table.load(path).extra  # nothing stored
+
+
+def test_refit_fits_a_stored_report_again_without_timing(tmp_path):
+    path, _ = _bare_model(tmp_path, "cpu-tflite-proxyless-32")
+    table = Table.load(path)
+    table.extra["calibration"] = {"kind": "affine", "terms": ["predicted_ms"], "coef": [3.0], "intercept_ms": -4.0}
+    table.save(path)
+    report_path = tmp_path / "r.json"
+    stored = json.loads((ROOT / "latency_tables/validation/cpu-tflite-proxyless-32.validation-100.json").read_text())
+    stored.pop("calibration")
+    report_path.write_text(json.dumps(stored))
+    report = refit(report_path, path)
+    fit = [n["arch"] for n in stored["nets"] if n["split"] == "fit"]
+    assert list(report.calibration["fitted_on"]) == fit
+    assert report.calibrated_heldout["n"] == len(stored["nets"]) - len(fit)
+    model = CostModel(Table.load(path))  # loads: the new fit is within the band
+    assert model.calibration["kind"] == report.calibration["kind"]
+    assert json.loads(report_path.read_text())["calibration"]["coef"] == list(report.calibration["coef"])
 
 
 @pytest.mark.slow
