@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hwnas._lazy import available
-from hwnas.backends.base import Backend
+from hwnas.core.lazy import available
+from hwnas.devices.backends.base import Backend
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -80,8 +80,8 @@ def stamp_for_this_host(table: Path, out: Path) -> Path:
     """
     import json
 
-    from hwnas.devices import get_device
-    from hwnas.tables import MATCH_FIELDS
+    from hwnas.devices.registry import get_device
+    from hwnas.tables.table import MATCH_FIELDS
 
     data = json.loads(Path(table).read_text())
     fp = get_device(data["device"]["device"]).backend_instance().fingerprint()

@@ -4,7 +4,7 @@
 
 - a usage error (unknown option or command, a missing or malformed value): typer's own click reports it with
   the usage line and ``--help``, exit 2 — whichever click module the installed typer carries;
-- :class:`hwnas.errors.HwnasError` (bad input, an unusable device): a one-paragraph message and its fix, exit 2;
+- :class:`hwnas.core.errors.HwnasError` (bad input, an unusable device): a one-paragraph message and its fix, exit 2;
 - an :class:`OSError` that no layer below could name better (a full disk, a permission): the file and the
   reason, exit 2;
 - an interrupt (Ctrl-C, SIGINT): exit 130, with the ``--resume`` hint for the commands that can resume.
@@ -29,7 +29,7 @@ from hwnas.cli import search as _search
 from hwnas.cli import table as _table
 from hwnas.cli import verify as _verify
 from hwnas.cli._console import err_console
-from hwnas.errors import HwnasError
+from hwnas.core.errors import HwnasError
 
 app = typer.Typer(name="hwnas", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Hardware-aware NAS: profile devices into lookup tables, search, export, verify, gate CI.")

@@ -1,4 +1,4 @@
-"""Flag parsers built from :mod:`hwnas.schema`'s ranges, so that a flag and a file key obey one rule.
+"""Flag parsers built from :mod:`hwnas.core.schema`'s ranges, so that a flag and a file key obey one rule.
 
 A bad value is a usage error (``Invalid value for '--latency-ms': ...``, exit 2) before any work starts.
 """
@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from pydantic import TypeAdapter, ValidationError
 
-from hwnas import schema
+from hwnas.core import schema
 
 _RULES = {schema.Positive: "a finite number > 0", schema.NonNegative: "a finite number ≥ 0",
           schema.Finite: "a finite number", schema.Fraction: "a number strictly between 0 and 1",

@@ -8,14 +8,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from hwnas.cli._console import console, err_console
+from hwnas.cli._options import AllowForeignTable, BudgetFile, TablesDir
 from hwnas.cli._types import non_negative, positive, positive_int
-from hwnas.cli.verify import flag_limits
 
 
 def check(
     models: list[Path] = typer.Argument(..., help="Model files to gate (.onnx; .tflite/.engine exported by hwnas)."),
     device: str = typer.Option("cpu", "--device", "-d", help="Device the budget is for (hwnas devices)."),
-    budget: Path = typer.Option(None, "--budget", "-b", help="Budgets file (TOML, see tools/ci/budgets.toml)."),
+    budget: BudgetFile = None,
     max_latency_ms: float = typer.Option(None, "--max-latency-ms", parser=positive,
                                          help="Latency limit (ms), over the file's."),
     max_memory_mb: float = typer.Option(None, "--max-memory-mb", parser=positive,
@@ -25,7 +25,7 @@ def check(
     predict: bool = typer.Option(False, "--predict/--measure",
                                  help="Price from the table (no device needed) instead of measuring on the device."),
     table: Path = typer.Option(None, "--table", "-t", help="Table for --predict [default: the device's]."),
-    tables: Path = typer.Option(Path("latency_tables"), "--tables", help="Folder of tables."),
+    tables: TablesDir = Path("latency_tables"),
     baseline: Path = typer.Option(None, "--baseline", help="An earlier report (--out) to compare with."),
     max_regression: float = typer.Option(None, "--max-regression", parser=non_negative,
                                          help="Allowed growth over the baseline, in %."),
@@ -33,22 +33,20 @@ def check(
     junit: Path = typer.Option(None, "--junit", help="Write JUnit XML here."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     rounds: int = typer.Option(9, "--rounds", parser=positive_int, help="Timing rounds (--measure)."),
-    allow_foreign_table: bool = typer.Option(False, "--allow-foreign-table",
-                                             help="--predict with a table measured on another host or runtime "
-                                                  "(the report and JSON carry the warning)."),
+    allow_foreign_table: AllowForeignTable = False,
 ) -> None:
     """Gate CI on latency, memory and size: exit 0 within budget, 1 over budget or regressed, 2 bad input."""
-    from hwnas import check as gate
-    from hwnas.atomic import ensure_writable_file
-    from hwnas.budgets import load_budgets
-    from hwnas.devices import get_device
+    from hwnas.core.atomic import ensure_writable_file
+    from hwnas.deploy import check as gate
+    from hwnas.deploy.budgets import Limits, load_budgets
+    from hwnas.devices.registry import get_device
 
     for flag, path in (("--out", out), ("--junit", junit)):
         if path is not None:
             ensure_writable_file(path, flag)  # before any model is measured
     report = gate.check(models, get_device(device), mode="predict" if predict else "measure",
                         budgets=load_budgets(budget) if budget else None,
-                        flags=flag_limits(max_latency_ms, max_memory_mb, max_params, max_regression),
+                        flags=Limits.from_flags(max_latency_ms, max_memory_mb, max_params, max_regression),
                         table=table, tables=tables, baseline=baseline, rounds=rounds,
                         allow_foreign=allow_foreign_table)
     for r in report.results:

@@ -6,10 +6,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from hwnas.backends import get_backend_class
 from hwnas.cli._console import console
-from hwnas.devices import descriptor_file, get_device, list_devices
-from hwnas.errors import HwnasError
+from hwnas.core.errors import HwnasError
+from hwnas.devices.backends import get_backend_class
+from hwnas.devices.registry import descriptor_file, get_device, list_devices
 
 
 def devices(

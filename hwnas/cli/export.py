@@ -21,8 +21,8 @@ def export(
     trtexec: str = typer.Option("trtexec", "--trtexec", help="trtexec executable (TensorRT engines)."),
 ) -> None:
     """Export a searched network as ONNX, TFLite or a TensorRT engine; parity with PyTorch is checked."""
-    from hwnas.export import export as run_export
-    from hwnas.export import resolve_source
+    from hwnas.deploy.export import export as run_export
+    from hwnas.deploy.export import resolve_source
 
     result = run_export(resolve_source(source, weights, classes), fmt, out, precision=precision, trtexec=trtexec)
     console.print(f"wrote {escape(str(result.path))} ({result.format}, {escape(result.arch)})")

@@ -6,6 +6,7 @@ import typer
 from rich.markup import escape
 
 from hwnas.cli._console import console, err_console
+from hwnas.cli._options import BudgetFile, Quiet
 from hwnas.cli._types import non_negative_int, positive, positive_int
 
 
@@ -26,15 +27,15 @@ def pipeline(
                                    help="Space setting [default: 32]."),
     seed: int = typer.Option(None, "--seed", parser=non_negative_int, help="Seed of everything [default: 0]."),
     tables: str = typer.Option(None, "--tables", help="Where to look for this device's table [latency_tables]."),
-    budget: Path = typer.Option(None, "--budget", "-b", help="Budgets file checked at verification (TOML)."),
+    budget: BudgetFile = None,
     out: Path = typer.Option(Path("runs/pipeline"), "--out", "-o", help="Output folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing output folder."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: Quiet = False,
 ) -> None:
     """The main job: profile (if needed) → calibrate → search → train → export → verify → report."""
-    from hwnas.budgets import load_budgets
-    from hwnas.pipeline import PipelineConfig, run_pipeline
+    from hwnas.deploy.budgets import load_budgets
+    from hwnas.deploy.pipeline import PipelineConfig, run_pipeline
 
     flags = {"device": device, "latency_ms": latency_ms, "memory_mb": memory_mb, "strategy": strategy,
              "estimator": estimator, "evaluations": evaluations, "epochs": epochs, "data": data,

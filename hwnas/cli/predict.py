@@ -5,10 +5,7 @@ from pathlib import Path
 
 import typer
 
-from hwnas.arch import Arch
 from hwnas.cli._console import console
-from hwnas.cost import CostModel
-from hwnas.tables import Table
 
 
 def predict(
@@ -18,6 +15,10 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Predict latency, memory, parameters and MACs of one architecture from a table."""
+    from hwnas.cost.model import CostModel
+    from hwnas.spaces.arch import Arch
+    from hwnas.tables.table import Table
+
     model = CostModel(Table.load(table))
     a = Arch.of(model.space, model.space.reference_choices()) if arch == "reference" else Arch.parse(arch)
     p = model.predict(a)

@@ -3,27 +3,10 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from hwnas.backends.base import MeasureSettings
-from hwnas.cli._console import console, err_console
+from hwnas.cli._console import console, log
+from hwnas.cli._options import Quiet
 from hwnas.cli._types import non_negative, non_negative_int, positive, positive_int
-from hwnas.devices import get_device
-from hwnas.errors import ConfigError
-from hwnas.modelcost import profile_model
-from hwnas.profiling import ProfileOptions
-from hwnas.profiling import profile as run_profile
-from hwnas.spaces import get_space
-
-
-def _log(message: str) -> None:
-    err_console.print(escape(message))
-
-
-def measure_settings(warmup: int, min_runs: int, min_seconds: float) -> MeasureSettings:
-    """The flags' settings; the caps (max runs, max seconds) grow with the minimums asked for, never below them."""
-    defaults = MeasureSettings()
-    return MeasureSettings(warmup_runs=warmup, min_runs=min_runs, min_seconds=min_seconds,
-                           max_runs=max(defaults.max_runs, min_runs), max_seconds=max(defaults.max_seconds,
-                                                                                      2 * min_seconds))
+from hwnas.core.errors import ConfigError
 
 
 def profile(
@@ -48,15 +31,22 @@ def profile(
     spread_limit: float = typer.Option(1.3, parser=positive,
                                        help="Re-measure entries whose p90/median exceeds this (more than 1)."),
     seed: int = typer.Option(0, parser=non_negative_int, help="Seed of the measurement order."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: Quiet = False,
     serial: list[str] = typer.Option(None, "--serial", help="Phone serial(s) to use (default: all attached)."),
     benchmark_model: str = typer.Option(None, "--benchmark-model", help="Host path of benchmark_model (phones)."),
 ) -> None:
     """Measure every candidate op of a search space (or every block of an ONNX model) on a device into a table."""
+    from hwnas.devices.backends.base import MeasureSettings
+    from hwnas.devices.registry import get_device
+    from hwnas.foreign.modelcost import profile_model
+    from hwnas.measure.profiler import ProfileOptions
+    from hwnas.measure.profiler import profile as run_profile
+    from hwnas.spaces import get_space
+
     if model is not None and (space, resolution, width) != (None, None, None):
         raise ConfigError("--model profiles that model's own blocks; --space, --resolution and --width do not apply.",
                           "pass either --model MODEL.onnx or --space (with its --resolution/--width), not both")
-    options = ProfileOptions(settings=measure_settings(warmup, min_runs, min_seconds), rounds=rounds,
+    options = ProfileOptions(settings=MeasureSettings.at_least(warmup, min_runs, min_seconds), rounds=rounds,
                              spread_limit=spread_limit, seed=seed)
     dev = get_device(device)
     phone_only = {"--serial": serial or None, "--benchmark-model": benchmark_model}
@@ -68,10 +58,10 @@ def profile(
     dev = dev.with_options(serials=serial or None, benchmark_model=benchmark_model)
     if model is not None:
         result = profile_model(dev, model, out, options=options, resume=resume, force=force, progress=not quiet,
-                               log=_log)
+                               log=log)
     else:
         result = run_profile(dev, get_space(space or "proxyless", resolution, width or 1.0), out, options=options,
-                             resume=resume, force=force, progress=not quiet, log=_log)
+                             resume=resume, force=force, progress=not quiet, log=log)
     t = result.table
     unstable = sum("unstable" in e.flags for e in t.entries.values())
     console.print(f"wrote {escape(str(result.path))}: {len(t.entries)} entries, overhead {t.overhead.median:.4f} ms; "

@@ -6,8 +6,9 @@ import typer
 from rich.markup import escape
 
 from hwnas.cli._console import console, err_console
+from hwnas.cli._options import AllowForeignTable, Quiet, TablesDir
 from hwnas.cli._types import non_negative, non_negative_int, positive, positive_int
-from hwnas.errors import ConfigError
+from hwnas.core.errors import ConfigError
 
 
 def _table_for(device: str | None, table: Path | None, space: str, resolution: int, width: float,
@@ -18,8 +19,8 @@ def _table_for(device: str | None, table: Path | None, space: str, resolution: i
         return table
     if device is None:
         raise ConfigError("a search needs a device's table.", "give --device D (its table in --tables) or --table T")
-    from hwnas.devices import get_device
-    from hwnas.profiling import default_table_path
+    from hwnas.devices.registry import get_device
+    from hwnas.measure.profiler import default_table_path
     from hwnas.spaces import get_space
 
     path = default_table_path(get_device(device), get_space(space, resolution, width), tables)
@@ -38,10 +39,8 @@ def search(
     resolution: int = typer.Option(32, "--resolution", "-r", parser=positive_int,
                                    help="Space setting (with --device)."),
     width: float = typer.Option(1.0, "--width", parser=positive, help="Width multiplier (with --device)."),
-    tables: Path = typer.Option(Path("latency_tables"), "--tables", help="Folder of tables (with --device)."),
-    allow_foreign_table: bool = typer.Option(False, "--allow-foreign-table",
-                                             help="Search on a table measured on another host or runtime than "
-                                             "--device (warned about, and recorded in the run)."),
+    tables: TablesDir = Path("latency_tables"),
+    allow_foreign_table: AllowForeignTable = False,
     strategy: str = typer.Option("evolution", "--strategy", help="proxyless, mnas, memnet, evolution or random."),
     latency_ms: float = typer.Option(None, "--latency-ms", parser=positive, help="Latency budget (predicted, ms)."),
     memory_mb: float = typer.Option(None, "--memory-mb", parser=positive,
@@ -71,7 +70,7 @@ def search(
     out: Path = typer.Option(None, "--out", "-o", help="Run directory [default: runs/<strategy>-<seed>]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing run directory."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: Quiet = False,
 ) -> None:
     """Search the most accurate architecture within a latency and/or memory budget, on a device's table."""
     from hwnas.search.run import SearchConfig, run_search

@@ -7,13 +7,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from hwnas import tableview
-from hwnas.cli._console import console, err_console
+from hwnas.cli._console import console, err_console, log
+from hwnas.cli._options import AllowForeignTable, Quiet
 from hwnas.cli._types import fraction, non_negative, non_negative_int, positive_int
-from hwnas.devices import get_device
-from hwnas.tables import FOREIGN_FLAG, Table
-
-_FOREIGN_HELP = "Use a table measured on another device or runtime anyway (the output says so)."
 
 
 def _warn(message: str) -> None:
@@ -29,9 +25,13 @@ def show(
     device: str = typer.Option(None, "--device", "-d", help="Also check that the table matches this device."),
     entries: bool = typer.Option(False, "--entries", help="List every entry."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    allow_foreign_table: bool = typer.Option(False, FOREIGN_FLAG, help=_FOREIGN_HELP),
+    allow_foreign_table: AllowForeignTable = False,
 ) -> None:
     """Summarize a table; optionally plot its heatmap and check it against a device."""
+    from hwnas.devices.registry import get_device
+    from hwnas.tables import view as tableview
+    from hwnas.tables.table import Table
+
     table = Table.load(path)
     warning = ""
     if device:
@@ -69,6 +69,9 @@ def diff(
     top: int = typer.Option(10, parser=non_negative_int, help="How many of the largest changes to list."),
 ) -> None:
     """Compare two tables of the same space: per-entry latency ratio B/A."""
+    from hwnas.tables import view as tableview
+    from hwnas.tables.table import Table
+
     d = tableview.diff(Table.load(a), Table.load(b))
     for field, (va, vb) in d.context.items():
         console.print(f"[bold]{escape(field)}[/]: {escape(str(va))} -> {escape(str(vb))}")
@@ -99,22 +102,23 @@ def validate(
     plot: Path = typer.Option(None, "--plot", help="Predicted-vs-measured PNG."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted validation."),
     force: bool = typer.Option(False, "--force", help="Discard an interrupted validation."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: Quiet = False,
     jobs: int = typer.Option(1, "--jobs", "-j", parser=positive_int,
                              help="Processes converting nets in parallel (before any timing)."),
     memory: bool = typer.Option(True, "--memory/--no-memory",
                                 help="Also measure each net's activation memory as the runtime allocates it."),
-    allow_foreign_table: bool = typer.Option(False, FOREIGN_FLAG, help=_FOREIGN_HELP),
+    allow_foreign_table: AllowForeignTable = False,
 ) -> None:
     """Measure random networks end to end and report how well the table predicts them."""
-    from hwnas import validate as v
-    from hwnas.cli.profile import measure_settings
+    from hwnas.cost import validate as v
+    from hwnas.devices.backends.base import MeasureSettings
+    from hwnas.devices.registry import get_device
 
-    settings = measure_settings(5, 30, min_seconds)
+    settings = MeasureSettings.at_least(5, 30, min_seconds)
     report = v.validate(get_device(device), table, samples, seed=seed, rounds=rounds, settings=settings,
                         fit_fraction=fit_fraction, out=out, resume=resume, force=force, progress=not quiet,
                         jobs=jobs, memory=memory, allow_foreign=allow_foreign_table,
-                        log=lambda m: err_console.print(escape(m)))
+                        log=log)
     if plot:
         v.plot(report, plot)
     if calibrate:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from hwnas.core.registry import Registry
 from hwnas.search.base import Candidate, SearchContext, Strategy
 from hwnas.search.budget import Budget, Feasibility, InfeasibleBudget
-from hwnas.search.evolution import Evolution
-from hwnas.search.memnet import MemNetSearch
-from hwnas.search.mnas import MnasSearch
-from hwnas.search.proxyless import ProxylessSearch
-from hwnas.search.random import RandomSearch
+from hwnas.search.strategies.evolution import Evolution
+from hwnas.search.strategies.memnet import MemNetSearch
+from hwnas.search.strategies.mnas import MnasSearch
+from hwnas.search.strategies.proxyless import ProxylessSearch
+from hwnas.search.strategies.random import RandomSearch
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in
-                                         (ProxylessSearch, MnasSearch, MemNetSearch, Evolution, RandomSearch)}
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+for _cls in (ProxylessSearch, MnasSearch, MemNetSearch, Evolution, RandomSearch):
+    STRATEGIES.register(_cls.name)(_cls)
 
 __all__ = ["STRATEGIES", "Budget", "Candidate", "Feasibility", "InfeasibleBudget", "SearchContext", "Strategy"]

@@ -18,13 +18,13 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import ConfigDict, ValidationError, validate_call
 
-from hwnas.arch import Arch
-from hwnas.errors import ConfigError
-from hwnas.estimators import Estimator
-from hwnas.runs import RunDir
-from hwnas.schema import describe
+from hwnas.core.errors import ConfigError
+from hwnas.core.schema import describe
 from hwnas.search.budget import Feasibility
+from hwnas.search.estimators import Estimator
 from hwnas.search.executors import Executor
+from hwnas.search.runs import RunDir
+from hwnas.spaces.arch import Arch
 
 
 @dataclass

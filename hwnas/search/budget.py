@@ -3,7 +3,7 @@
 Every check runs on the cost model's arrays before any expensive evaluation. Memory has one definition, the
 one a search reports and compares everywhere (``candidates.jsonl``, ``best.json``, ``summary.md``, the CLI):
 weights + the activation memory the table's runtime plans for the whole graph (never below the per-block
-liveness peak), :attr:`hwnas.cost.Prediction.memory_bytes`. The vectorized liveness peak is a lower bound of
+liveness peak), :attr:`hwnas.cost.model.Prediction.memory_bytes`. The vectorized liveness peak is a lower bound of
 it, so it serves as a fast first filter; :meth:`Feasibility.mask` confirms the rows that pass with the plan.
 Sampling is bounded: uniform
 draws are filtered in vectorized batches; when the feasible region is too small for that, drawn networks
@@ -18,9 +18,9 @@ from functools import cached_property
 
 import numpy as np
 
-from hwnas.arch import Arch, num_choices, sample_choices
-from hwnas.cost import CostModel
-from hwnas.errors import ConfigError
+from hwnas.core.errors import ConfigError
+from hwnas.cost.model import CostModel
+from hwnas.spaces.arch import Arch, num_choices, sample_choices
 
 MB = 1e6
 
@@ -98,12 +98,7 @@ class Feasibility:
 
     @cached_property
     def _smallest(self) -> dict[str, float]:
-        a = self.model.arrays
-        lut, fixed = self.model._lut[True]
-        weights = np.where(np.isnan(a["latency"]), np.inf, a["weights"]).min(axis=1).sum() + a["fixed_weights"]
-        peak = max(float(a["fixed_peak"]), float(np.where(np.isnan(a["latency"]), np.inf, a["peak"]).min(axis=1).max()))
-        peak += self.model._resident_io_bytes
-        return {"latency_ms": float(fixed + np.nanmin(lut, axis=1).sum()), "memory_bytes": float(weights + peak)}
+        return self.model.smallest()
 
     def check_possible(self) -> None:
         low = self.smallest()
@@ -135,9 +130,7 @@ class Feasibility:
         """Swap random layers to cheaper candidates until ``choices`` fits (bounded: each swap lowers the cost)."""
         self.check_possible()
         row = np.array(choices, dtype=np.int64)
-        a = self.model.arrays
-        lut = np.where(np.isnan(a["latency"]), np.inf, self.model._lut[True][0])
-        mem = np.where(np.isnan(a["latency"]), np.inf, a["weights"] + a["peak"])
+        lut, mem = self.model.latency_matrix(), self.model.memory_matrix()
         for _ in range(int(self._n.sum()) * 4):
             if self.mask(row)[0]:
                 return row
@@ -152,7 +145,7 @@ class Feasibility:
             options = np.flatnonzero(cost[i] < cost[i, row[i]])
             row[i] = rng.choice(options)
         # the cheapest network of the space as the last resort (it fits: check_possible passed for latency)
-        row = np.nanargmin(np.where(np.isnan(a["latency"]), np.nan, self.model._lut[True][0]), axis=1)
+        row = self.model.fastest_choices()
         if not self.mask(row)[0]:
             raise InfeasibleBudget(f"no architecture found under {self.budget.describe()} by repair.",
                                    "raise the budget; latency and memory pull in different directions here")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import socket
 
-from hwnas._lazy import require
-from hwnas.arch import Arch
-from hwnas.errors import ConfigError, DeviceUnavailable
+from hwnas.core.errors import ConfigError, DeviceUnavailable
+from hwnas.core.lazy import require
+from hwnas.core.registry import Registry
+from hwnas.spaces.arch import Arch
 
-EXECUTORS = ("local", "ray")
 CONNECT_TIMEOUT_S = 5.0  # a cluster's head answers at once; Ray's own connect retries for a minute or more
 _ADDRESS_FIX = "give --address auto, HOST:PORT (the head's GCS port, 6379) or ray://HOST:PORT (Ray client, 10001)"
 
@@ -32,9 +32,6 @@ class Executor:
 
     def close(self) -> None:
         return None
-
-    def describe(self) -> dict:
-        return {"executor": self.name}
 
 
 class RayExecutor(Executor):
@@ -59,9 +56,6 @@ class RayExecutor(Executor):
     def map(self, estimator, archs: list[str]) -> list[float]:
         ref = self.ray.put(estimator)
         return [float(v) for v in self.ray.get([self._task.remote(ref, a) for a in archs])]
-
-    def describe(self) -> dict:
-        return {"executor": self.name, "address": self.address}
 
 
 def parse_address(address: str) -> tuple[str, int] | None:
@@ -101,10 +95,12 @@ def probe(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
                                 "--address to run a local cluster") from None
 
 
+EXECUTORS: Registry[type[Executor]] = Registry("executor")
+EXECUTORS.register(Executor.name)(Executor)
+EXECUTORS.register(RayExecutor.name)(RayExecutor)
+
+
 def make_executor(name: str, address: str | None = None) -> Executor:
+    cls = EXECUTORS.get(name)
     check_address(name, address)
-    if name == "local":
-        return Executor()
-    if name == "ray":
-        return RayExecutor(address)
-    raise ConfigError(f"unknown executor '{name}'.", f"use one of {', '.join(EXECUTORS)}")
+    return cls(address) if cls is RayExecutor else cls()

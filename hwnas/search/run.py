@@ -7,7 +7,7 @@ strategy's answer is checked against it again, and the answer is trained from sc
 
 Settings are validated where they are made (:class:`SearchConfig`, with the strategy's options and the
 training settings), so nothing is written for a search that cannot run. A search that names its device
-applies the table's fingerprint rule (:meth:`hwnas.tables.Table.check_fingerprint`); a mismatch the user
+applies the table's fingerprint rule (:meth:`hwnas.tables.table.Table.check_fingerprint`); a mismatch the user
 allowed is said on stderr and kept in ``config.json`` (``notes``), ``best.json`` and ``summary.md``.
 """
 
@@ -22,21 +22,21 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from hwnas.arch import Arch
-from hwnas.atomic import atomic_write_text
-from hwnas.cost import CostModel
-from hwnas.data import check_spec
-from hwnas.errors import ConfigError
-from hwnas.estimators import ESTIMATORS, make_estimator
-from hwnas.progress import ProgressBars
-from hwnas.runs import NOTES, FinalRow, RunDir, file_sha256, read_record
-from hwnas.schema import NonNegativeInt, Positive, PositiveInt, settings
+from hwnas.core.atomic import atomic_write_text
+from hwnas.core.errors import ConfigError
+from hwnas.core.progress import ProgressBars
+from hwnas.core.schema import NonNegativeInt, Positive, PositiveInt, settings
+from hwnas.cost.model import CostModel
 from hwnas.search import STRATEGIES
 from hwnas.search.base import Candidate, SearchContext
 from hwnas.search.budget import MB, Budget, Feasibility
+from hwnas.search.data import check_spec
+from hwnas.search.estimators import ESTIMATORS, make_estimator
 from hwnas.search.executors import EXECUTORS, check_address, make_executor, probe
-from hwnas.tables import Table
-from hwnas.train import TrainConfig, build_for, train
+from hwnas.search.runs import NOTES, FinalRow, RunDir, file_sha256, read_record
+from hwnas.search.train import TrainConfig, build_for, train
+from hwnas.spaces.arch import Arch
+from hwnas.tables.table import Table
 
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's and torch's seeds alike
 
@@ -66,12 +66,7 @@ class SearchConfig:
     allow_foreign_table: bool = False  # --allow-foreign-table: use a mismatching table, with a warning
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy '{self.strategy}'.", f"use one of {', '.join(STRATEGIES)}")
-        if self.estimator not in ESTIMATORS:
-            raise ConfigError(f"unknown estimator '{self.estimator}'.", f"use one of {', '.join(ESTIMATORS)}")
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"unknown executor '{self.executor}'.", f"use one of {', '.join(EXECUTORS)}")
+        STRATEGIES.get(self.strategy), ESTIMATORS.get(self.estimator), EXECUTORS.get(self.executor)  # known names
         if self.latency_ms is None and self.memory_mb is None:
             raise ConfigError("a search needs a budget.", "give --latency-ms and/or --memory-mb")
         if self.memory_mb is not None and not math.isfinite(self.memory_mb * MB):
@@ -110,18 +105,18 @@ def _strategy(cfg: SearchConfig):
     if cfg.strategy == "proxyless":
         opts.setdefault("train", cfg.train_config(0))
     try:
-        return STRATEGIES[cfg.strategy](**opts)
+        return STRATEGIES.get(cfg.strategy)(**opts)
     except TypeError as exc:
         raise ConfigError(f"bad option for the {cfg.strategy} strategy: {exc}.", "check the strategy options") from None
 
 
 def check_table(cfg: SearchConfig, table: Table) -> str:
     """The fingerprint rule, when the search names its device: "" (a match), a warning (a mismatch the user
-    allowed with --allow-foreign-table), or a :class:`~hwnas.errors.TableError`. Without a device the table
+    allowed with --allow-foreign-table), or a :class:`~hwnas.core.errors.TableError`. Without a device the table
     names its own and is taken as it is."""
     if cfg.device is None:
         return ""
-    from hwnas.devices import get_device
+    from hwnas.devices.registry import get_device
 
     return table.check_fingerprint(get_device(cfg.device).backend_instance().fingerprint(),
                                    allow_foreign=cfg.allow_foreign_table)
@@ -218,9 +213,9 @@ def _write_outputs(run: RunDir, cfg: SearchConfig, model: CostModel, result: Sea
 
 
 def pareto_plot(history: list[Candidate], result: SearchResult, budget: Budget, path: Path, label: str) -> Path:
-    from hwnas.plotting import pyplot, save_png
+    from hwnas.core.plotting import save_png, subplots
 
-    fig, ax = pyplot().subplots(figsize=(6, 4.5))
+    fig, ax = subplots(figsize=(6, 4.5))
     pts = [(c.latency_ms, c.score) for c in history if c.score is not None and np.isfinite(c.score)]
     if pts:
         ax.scatter(*zip(*pts), s=14, color="tab:blue", alpha=0.7, label=f"evaluated ({len(pts)})")

@@ -8,16 +8,15 @@ by the ProxylessNAS strategy (binarized paths).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from hwnas.data import Dataset, Split
+from hwnas.search.data import Dataset, Split
+from hwnas.search.train import TrainConfig, init_weights, train
 from hwnas.spaces import SearchSpace
-from hwnas.train import TrainConfig, evaluate, init_weights, make_optimizer
 
 
 class MixedLayer(nn.Module):
@@ -74,13 +73,6 @@ class SuperNet(nn.Module):
             layer.active = int(c)
             layer.gated = None
 
-    def path_parameters(self, choices: Sequence[int]) -> list[nn.Parameter]:
-        """The weights that the path ``choices`` uses (fixed layers included)."""
-        params = [p for module in self.body if not isinstance(module, MixedLayer) for p in module.parameters()]
-        for mixed, c in zip(self.mixed, choices):
-            params += list(mixed.candidates[int(c)].parameters())
-        return params
-
     def extract(self, choices: Sequence[int]) -> nn.Sequential:
         """A standalone network of the path ``choices`` with the supernet's weights (for retraining or export)."""
         import copy
@@ -111,29 +103,10 @@ class SuperNet(nn.Module):
 
 def train_single_path(net: SuperNet, data: Dataset, cfg: TrainConfig) -> list[dict]:
     """SPOS: each step trains one uniformly sampled path. Returns per-epoch loss and a random path's accuracy."""
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     sizes = [len(m.candidates) for m in net.mixed]
-    steps = cfg.epochs * math.ceil(len(data.train) / cfg.batch_size)
-    opt, sched = make_optimizer(net.parameters(), cfg, steps)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    history = []
-    for epoch in range(cfg.epochs):
-        net.train()
-        total = count = 0.0
-        for x, y in data.train.batches(cfg.batch_size, gen):
-            if len(y) < 2:
-                continue
-            net.fix([rng.integers(n) for n in sizes])
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(x), y)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(y)
-            count += len(y)
+
+    def sample_path() -> None:
         net.fix([rng.integers(n) for n in sizes])
-        history.append({"epoch": epoch + 1, "loss": total / max(1, count), "valid_accuracy": evaluate(net, data.valid)})
-    net.eval()
-    return history
+
+    return train(net, data, cfg, before_step=sample_path, before_eval=sample_path).history

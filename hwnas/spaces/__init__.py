@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hwnas.registry import Registry, unknown_name
+from hwnas.core.registry import Registry, unknown_name
 from hwnas.spaces.base import FREE_OPS, Layer, SearchSpace
 from hwnas.spaces.fbnet import FBNetSpace
 from hwnas.spaces.keys import OpKey

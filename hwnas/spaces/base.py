@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
-from hwnas.errors import ConfigError
+from hwnas.core.errors import ConfigError
 from hwnas.spaces.keys import OpKey
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from hwnas.errors import ConfigError
+from hwnas.core.errors import ConfigError
 from hwnas.spaces.base import Layer, SearchSpace
 from hwnas.spaces.blocks import InvertedResidual, conv_bn
 from hwnas.spaces.keys import OpKey

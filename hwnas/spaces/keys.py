@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hwnas.errors import ConfigError
+from hwnas.core.errors import ConfigError
 
 _OP = re.compile(r"^[a-z][a-z0-9_]*$")
 _PARAM = re.compile(r"^([a-z]+)(\d+)$")
@@ -66,3 +66,8 @@ class OpKey:
             params.append((m.group(1), int(m.group(2))))
         shape = lambda s: tuple(int(v) for v in s[1:].split("x"))  # noqa: E731
         return cls(parts[0], shape(parts[1]), shape(parts[2]), tuple(params))
+
+
+def input_shape(key: OpKey, batch: int = 1) -> tuple[int, ...]:
+    """NCHW (or NC) shape of a key's input."""
+    return (batch, key.inp[2], key.inp[0], key.inp[1]) if len(key.inp) == 3 else (batch, *key.inp)

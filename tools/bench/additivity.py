@@ -19,12 +19,13 @@ from collections import Counter
 
 import numpy as np
 
-from hwnas.backends.base import Backend, MeasureSettings
-from hwnas.devices import get_device
-from hwnas.profiling import input_shape, overhead_module
+from hwnas.core.stats import summarize
+from hwnas.devices.backends.base import Backend, MeasureSettings
+from hwnas.devices.registry import get_device
+from hwnas.measure.profiler import overhead_module
 from hwnas.spaces import FREE_OPS, get_space
-from hwnas.stats import summarize
-from hwnas.tables import Table
+from hwnas.spaces.keys import input_shape
+from hwnas.tables.table import Table
 
 
 def main() -> None:

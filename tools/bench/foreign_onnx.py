@@ -1,11 +1,11 @@
 """Price a foreign ONNX model from its own blocks: predicted vs measured latency and activation memory.
 
 Exports MobileNetV2 (torchvision's if importable, else the same definition below) at 224 from PyTorch to ONNX,
-profiles its unique blocks on the device (:func:`hwnas.modelcost.profile_model`: interleaved rounds, overhead
-subtracted), predicts the whole model from that table (:func:`hwnas.modelcost.predict_model`), then times the
+profiles its unique blocks on the device (:func:`hwnas.foreign.modelcost.profile_model`: interleaved rounds, overhead
+subtracted), predicts the whole model from that table (:func:`hwnas.foreign.modelcost.predict_model`), then times the
 whole model in interleaved rounds (each round in a new random order, together with the empty model and every
 block, so that the same-round sum can be read too) and probes its activation memory in a fresh process
-(:func:`hwnas.memprobe.measure_activation_memory`). Prints one JSON object.
+(:func:`hwnas.measure.memprobe.measure_activation_memory`). Prints one JSON object.
 
     python tools/bench/foreign_onnx.py --device cpu [--resolution 224] [--rounds 5] [--work /tmp/foreign]
 """
@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.backends.base import Artifact, Backend, MeasureSettings
-from hwnas.devices import get_device
-from hwnas.memprobe import measure_activation_memory
-from hwnas.modelcost import cancelled_reorders_ms, predict_model, profile_model
-from hwnas.onnxblocks import read_model
-from hwnas.profiling import OVERHEAD, prepare_overhead
-from hwnas.stats import summarize
-from hwnas.tables import Table
+from hwnas.core.stats import summarize
+from hwnas.devices.backends.base import Artifact, Backend, MeasureSettings
+from hwnas.devices.registry import get_device
+from hwnas.foreign.modelcost import cancelled_reorders_ms, predict_model, profile_model
+from hwnas.foreign.onnxblocks import read_model
+from hwnas.measure.memprobe import measure_activation_memory
+from hwnas.measure.profiler import OVERHEAD, prepare_overhead
+from hwnas.tables.table import Table
 
 
 # -- torchvision's MobileNetV2, for hosts without torchvision ------------------------------------------

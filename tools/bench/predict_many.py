@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from hwnas.arch import sample_choices
-from hwnas.cost import CostModel
-from hwnas.tables import Table
+from hwnas.cost.model import CostModel
+from hwnas.spaces.arch import sample_choices
+from hwnas.tables.table import Table
 
 
 def dict_lookup(model: CostModel, choices: np.ndarray) -> np.ndarray:
@@ -24,7 +24,7 @@ def dict_lookup(model: CostModel, choices: np.ndarray) -> np.ndarray:
     lut = {str(k): (t.latency_ms(str(k)) - t.overhead.median) if t.entries[str(k)].latency else 0.0
            for layer in model.space.layers for k in layer.candidates}
     layers = [[str(k) for k in layer.candidates] for layer in model.space.searchable]
-    fixed = float(model.arrays["fixed_latency"])
+    fixed = model.fixed_latency_ms
     out = np.empty(len(choices))
     for n, row in enumerate(choices.tolist()):
         total = fixed

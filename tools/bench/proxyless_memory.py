@@ -1,7 +1,7 @@
 """ProxylessNAS's memory claim, measured: one search step vs training one network vs a DARTS-style mixed op.
 
 Each configuration runs in its own fresh process, on the same batch: one forward + backward + optimizer step,
-while a thread samples the C allocator's bytes in use (glibc mallinfo2, as hwnas.memprobe does). The figure
+while a thread samples the C allocator's bytes in use (glibc mallinfo2, as hwnas.measure.memprobe does). The figure
 is the peak above the level before the step (activations kept for backward, gradients, optimizer state).
 
 - ``single``: the sampled network alone (the path extracted from the supernet), as if trained by itself;
@@ -29,11 +29,11 @@ def _child(kind: str, table: str, batch: int, seed: int) -> dict:
     import torch
     from torch import nn
 
-    from hwnas.cost import CostModel
-    from hwnas.memprobe import _bytes_in_use
+    from hwnas.cost.model import CostModel
+    from hwnas.measure.memprobe import bytes_in_use
     from hwnas.search import Budget, Feasibility, SearchContext
-    from hwnas.search.proxyless import ProxylessSearch
-    from hwnas.tables import Table
+    from hwnas.search.strategies.proxyless import ProxylessSearch
+    from hwnas.tables.table import Table
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -86,7 +86,7 @@ def _child(kind: str, table: str, batch: int, seed: int) -> dict:
     else:
         raise SystemExit(f"unknown kind {kind}")
     step()  # warm: allocator pools, optimizer state, lazy kernels
-    used = _bytes_in_use()
+    used = bytes_in_use()
     base = used()
     peak = [base]
     done = threading.Event()

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.arch import Arch
-from hwnas.cost import CostModel
-from hwnas.data import load
+from hwnas.cost.model import CostModel
 from hwnas.search import Budget, Feasibility
+from hwnas.search.data import load
 from hwnas.search.run import SearchConfig, run_search
-from hwnas.tables import Table
-from hwnas.train import build_for, train
+from hwnas.search.train import build_for, train
+from hwnas.spaces.arch import Arch
+from hwnas.tables.table import Table
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from hwnas.tables import Table
+from hwnas.tables.table import Table
 
 
 def main(paths: list[str]) -> None:

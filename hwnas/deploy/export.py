@@ -1,0 +1,348 @@
+"""Export a network for deployment: ONNX, TFLite or a TensorRT engine, with parity checked at export.
+
+The source is a search's run directory (its best architecture, trained weights and table hash) or an
+architecture string (with ``--weights``, or freshly initialized from a seed, which ``verify`` can rebuild).
+Every file carries what it is, so ``verify`` and ``check`` need nothing else:
+
+- ONNX: pinned opset (:data:`hwnas.devices.backends.onnxruntime.OPSET`), ``onnx.checker`` and shape inference,
+  ``metadata_props`` ``hwnas.*`` (arch, classes, table hash, hwnas version, weights digest, source).
+- TFLite (litert-torch, NHWC input and output like every hwnas TFLite file) and TensorRT engines: the same
+  metadata in a sidecar ``<file>.hwnas.json`` (neither format has a field hwnas can fill portably).
+
+Parity: the exported model runs in its runtime (ONNX Runtime, LiteRT) on seeded random inputs and is
+compared with the PyTorch module (:mod:`hwnas.deploy.parity`); a TensorRT engine is compared by ``hwnas verify``
+on its GPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from hwnas import __version__
+from hwnas.core.atomic import atomic_write_text, atomic_write_with, ensure_writable_dir
+from hwnas.core.errors import ConfigError, DeviceUnavailable, MeasurementError, OutputError
+from hwnas.core.registry import Registry
+from hwnas.core.schema import read_json, validate
+from hwnas.deploy.parity import Parity, compare, random_inputs
+from hwnas.devices.registry import PRECISIONS
+from hwnas.spaces.arch import Arch
+
+if TYPE_CHECKING:
+    from torch import nn
+
+FORMATS: Registry[str] = Registry("export format")  # name -> the file suffix it writes
+for _name, _suffix in (("onnx", ".onnx"), ("tflite", ".tflite"), ("tensorrt", ".engine")):
+    FORMATS.register(_name)(_suffix)
+
+
+def format_for(suffix: str) -> str | None:
+    """The export format that writes ``suffix`` files (a backend's model suffix), or None."""
+    return next((name for name in FORMATS if FORMATS[name] == suffix), None)
+INIT_SEED = 0  # an architecture exported without weights is initialized from this seed (reproducible)
+PREFIX = "hwnas."
+
+
+@dataclass(frozen=True)
+class Source:
+    """What is exported: an architecture, its weights (None: initialized from ``INIT_SEED``) and provenance."""
+
+    arch: Arch
+    classes: int
+    state_dict: dict | None = None
+    weights_sha256: str = ""
+    run_dir: str = ""
+    table_sha256: str = ""
+
+    def build(self) -> nn.Module:
+        """The PyTorch reference network, in eval mode."""
+        from hwnas.search.train import build_for
+
+        net = build_for(self.arch, self.classes, INIT_SEED)
+        if self.state_dict is not None:
+            try:
+                net.load_state_dict(self.state_dict, strict=True)
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()[0]
+                raise ConfigError(f"the weights do not fit {self.arch}: {first}",
+                                  "pass the weights trained for this architecture (its run's weights.pt)") from None
+        return net.eval()
+
+    def metadata(self) -> dict[str, str]:
+        meta = {"arch": str(self.arch), "classes": str(self.classes), "version": __version__,
+                "trained": "true" if self.state_dict is not None else "false"}
+        if self.state_dict is None:
+            meta["init_seed"] = str(INIT_SEED)
+        for key in ("weights_sha256", "run_dir", "table_sha256"):
+            if getattr(self, key):
+                meta[key] = getattr(self, key)
+        return meta
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str], weights: Path | None = None) -> Source:
+        """Rebuild the reference a model was exported from: its run directory, ``weights``, or its seed."""
+        if "arch" not in meta:
+            raise ConfigError("the model carries no hwnas metadata (not exported by hwnas export).",
+                              "pass --reference RUN_DIR or --reference ARCH --weights W to compare against")
+        arch = metadata_arch(meta, "the model")
+        classes = int(meta["classes"]) if "classes" in meta else _space_classes(arch)
+        if weights is not None:
+            return _with_weights(arch, weights)
+        if meta.get("trained") != "true":
+            return cls(arch, classes)
+        run = Path(meta.get("run_dir", ""))
+        if not (run / "weights.pt").is_file():
+            raise ConfigError(f"the model's weights came from {run or 'an unknown run'}, which is not here.",
+                              "pass --reference RUN_DIR (or --weights W) with the weights it was exported from")
+        src = from_run_dir(run)
+        if meta.get("weights_sha256") and src.weights_sha256 != meta["weights_sha256"]:
+            raise ConfigError(f"{run}/weights.pt changed since the model was exported (digest differs).",
+                              "export the model again, or pass the weights it was exported from")
+        return src
+
+
+def metadata_arch(meta: dict[str, str], source: Path | str) -> Arch:
+    """The architecture named by a model's ``hwnas.arch`` metadata; a malformed one names the model."""
+    try:
+        return Arch.parse(meta["arch"])
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: its hwnas.arch metadata is wrong: {exc.message}",
+                          "re-export the model with hwnas export (its metadata was edited or is corrupt), or "
+                          f"pass --reference ARCH ({exc.hint})") from None
+
+
+def _space_classes(arch: Arch) -> int:
+    """The classifier size of the architecture's space setting (its last layer's output)."""
+    return int(arch.space.layers[-1].candidates[0].out[-1])
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _classes_of(state: dict) -> int:
+    last = [k for k in state if k.endswith(".weight") and state[k].dim() == 2]
+    if not last:
+        raise ConfigError("the weights have no classifier (no 2-D weight).", "pass a state_dict of an hwnas network")
+    return int(state[last[-1]].shape[0])
+
+
+def _with_weights(arch: Arch, weights: Path, run_dir: str = "", table_sha256: str = "") -> Source:
+    from hwnas.foreign.modelfile import load_weights
+
+    state = load_weights(weights)
+    return Source(arch, _classes_of(state), state, _sha256(weights), run_dir, table_sha256)
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class _Best(_Open):
+    """What export reads of a run's ``best.json`` (the rest is the search's own record)."""
+
+    arch: str = Field(min_length=1, max_length=4096)
+
+
+class _RunConfig(_Open):
+    """What export reads of a run's ``config.json``."""
+
+    table_sha256: str = ""
+
+
+def from_run_dir(run: Path) -> Source:
+    run = Path(run)
+    best, weights = run / "best.json", run / "weights.pt"
+    if not best.is_file() or not weights.is_file():
+        raise ConfigError(f"{run} is not a finished search run (no best.json or weights.pt).",
+                          "pass a run directory written by hwnas search (finish it with --resume), or an ARCH")
+    fix = "re-run the search (or finish it with hwnas search --resume), or export its ARCH with --weights"
+    arch_text = validate(_Best, read_json(best, "run file", fix), str(best), fix).arch
+    try:
+        arch = Arch.parse(arch_text)
+    except ConfigError as exc:
+        raise ConfigError(f"{best}: its arch is wrong: {exc.message}", fix) from None
+    cfg_file = run / "config.json"
+    config = validate(_RunConfig, read_json(cfg_file, "run file", fix), str(cfg_file), fix) if cfg_file.exists() \
+        else _RunConfig()
+    return _with_weights(arch, weights, str(run.resolve()), config.table_sha256)
+
+
+def resolve_source(source: str, weights: Path | None = None, classes: int | None = None) -> Source:
+    """``source`` is a run directory or an architecture string; ``weights`` overrides a run's.
+
+    ``classes`` sizes the classifier of an architecture exported without weights (default: the space's).
+    """
+    from hwnas.foreign.modelfile import MAX_CLASSES
+
+    if classes is not None and not (isinstance(classes, int) and 1 <= classes <= MAX_CLASSES):
+        raise ConfigError(f"--classes {classes!r} is not a class count from 1 to {MAX_CLASSES}.",
+                          "pass the number of classes the classifier predicts, e.g. --classes 10")
+    path = Path(source)
+    if path.is_dir():
+        src = from_run_dir(path)
+        return src if weights is None else _with_weights(src.arch, weights, src.run_dir, src.table_sha256)
+    if "@" not in source:
+        raise ConfigError(f"{source} is neither a run directory nor an architecture.",
+                          "pass a run directory of hwnas search, or e.g. proxyless@32:066646660666066626662")
+    arch = Arch.parse(source)
+    if weights is not None:
+        return _with_weights(arch, weights)
+    return Source(arch, classes or _space_classes(arch))
+
+
+# -- writers --------------------------------------------------------------------------------------
+def to_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, metadata: dict[str, str]) -> None:
+    """Pinned opset, hwnas metadata, checked and shape-inferred, written atomically."""
+    import onnx
+
+    from hwnas.devices.backends.onnxruntime import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp, "raw.onnx")
+        export_onnx(module, input_shape, raw)
+        model = onnx.load(str(raw))
+    for key, value in metadata.items():
+        model.metadata_props.add(key=PREFIX + key, value=value)
+    model.producer_name, model.producer_version = "hwnas", __version__
+    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    onnx.checker.check_model(model, full_check=True)
+    atomic_write_with(path, lambda tmp: onnx.save(model, str(tmp)))
+
+
+def to_engine(module: nn.Module, input_shape: tuple[int, ...], path: Path, precision: str, trtexec: str) -> None:
+    """A TensorRT engine built by ``trtexec`` from the ONNX export (needs TensorRT and an NVIDIA GPU)."""
+    from hwnas.devices.backends.tensorrt import build_engine
+
+    if shutil.which(trtexec) is None:
+        raise DeviceUnavailable("exporting a TensorRT engine needs trtexec, which is not on PATH.",
+                                "run on a machine with TensorRT and an NVIDIA GPU, or export --format onnx and "
+                                "build the engine there (trtexec --onnx=model.onnx --saveEngine=model.engine)")
+    precision = _precision(precision, "tensorrt")
+    atomic_write_with(path, lambda tmp: build_engine(module, input_shape, tmp, precision, trtexec))
+
+
+def _precision(precision: str, fmt: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}'.", f"use one of {', '.join(PRECISIONS)}")
+    if fmt != "tensorrt" and precision != "fp32":
+        raise ConfigError(f"--precision {precision} applies to TensorRT engines; {fmt} exports are fp32.",
+                          "drop --precision, or export --format tensorrt")
+    return precision
+
+
+def output_path(out: Path, arch: Arch, fmt: str) -> Path:
+    """The file ``out`` names: itself, or ``<arch id>.<ext>`` in it when it is a folder (or has no suffix);
+    its folder created and checked writable, before any conversion runs."""
+    out = Path(out)
+    if out.is_dir() or not out.suffix:
+        out = out / f"{arch.id}{FORMATS[fmt]}"
+    if out.is_dir():
+        raise OutputError(f"--out {out} is a directory, so the model cannot be written there.",
+                          "pass a file path, or a folder that does not hold a folder of that name")
+    ensure_writable_dir(out.parent)
+    return out
+
+
+def sidecar(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".hwnas.json")
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The hwnas metadata of a model file, checked (:func:`hwnas.foreign.modelfile.check_metadata`): ONNX
+    ``metadata_props``, else its sidecar; {} when it has none."""
+    from hwnas.foreign.modelfile import check_metadata
+
+    path = Path(path)
+    if path.suffix == ".onnx":
+        from hwnas.foreign.modelfile import load_onnx
+
+        return onnx_metadata(load_onnx(path, check=False), path)
+    side = sidecar(path)
+    if not side.exists():
+        return {}
+    data = read_json(side, "metadata sidecar", "export the model again with hwnas export (it writes the sidecar), "
+                     "or delete the sidecar")
+    return check_metadata(data, side)
+
+
+def onnx_metadata(model, source: Path | str = "the model") -> dict[str, str]:
+    """The ``hwnas.*`` ``metadata_props`` of an ONNX model, checked against one schema."""
+    from hwnas.foreign.modelfile import check_metadata
+
+    props = {}
+    for p in model.metadata_props:
+        if p.key.startswith(PREFIX):
+            props[p.key[len(PREFIX):]] = p.value
+    return check_metadata(props, source)
+
+
+# -- the export ----------------------------------------------------------------------------------
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    arch: str
+    metadata: dict[str, str]
+    parity: Parity | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def export(source: Source, fmt: str, out: Path, *, precision: str = "fp32", trtexec: str = "trtexec",
+           check_parity: bool = True) -> ExportResult:
+    """Write ``source`` as ``fmt`` to ``out``; parity with PyTorch is checked where the runtime is on this host."""
+    FORMATS.get(fmt)  # a known name, or the error with the choices
+    _precision(precision, fmt)
+    out = output_path(out, source.arch, fmt)
+    module = source.build()
+    shape = source.arch.space.input_shape
+    meta = source.metadata()
+    result = ExportResult(out, fmt, str(source.arch), meta)
+    if fmt == "onnx":
+        to_onnx(module, shape, out, meta)
+    elif fmt == "tflite":
+        from hwnas.devices.backends.litert import to_tflite
+
+        atomic_write_with(out, lambda tmp: to_tflite(module, shape, tmp))
+    else:
+        to_engine(module, shape, out, precision, trtexec)
+        result.notes.append("parity of a TensorRT engine is checked by hwnas verify on its GPU")
+    if fmt != "onnx":
+        atomic_write_text(sidecar(out), json.dumps(meta, indent=1))
+    if check_parity and fmt != "tensorrt":
+        result.parity = parity_with_torch(module, out, shape, precision)
+        if not result.parity.passed:
+            raise MeasurementError(f"the exported {fmt} model disagrees with PyTorch: {result.parity.describe()}",
+                                   "report this with the architecture; the file was written for inspection")
+    return result
+
+
+def host_session(path: Path, input_shape: tuple[int, ...]):
+    """The model file loaded in its host runtime (ONNX Runtime or LiteRT), for running inputs."""
+    from hwnas.devices.backends.base import Artifact
+    from hwnas.devices.registry import get_device
+
+    device = get_device("cpu" if Path(path).suffix == ".onnx" else "cpu-tflite")
+    backend = device.backend_instance()
+    backend.check_ready()
+    return backend.load(Artifact(Path(path), tuple(input_shape), ()))
+
+
+def parity_with_torch(module: nn.Module, path: Path, input_shape: tuple[int, ...], precision: str = "fp32",
+                      batches: int = 3) -> Parity:
+    import torch
+
+    session = host_session(path, input_shape)
+    xs = random_inputs(input_shape, batches)
+    with torch.no_grad():
+        ref = np.stack([module(torch.from_numpy(x)).numpy() for x in xs])
+    got = np.stack([session.run(x) for x in xs])
+    return compare(ref, got, precision)

@@ -1,0 +1,257 @@
+"""The main job in one command: profile → calibrate → search → train → export → verify → report.
+
+Everything lands in one folder, and every step is resumable (``resume=True`` picks up where a killed run
+stopped: the profiler and the validation checkpoint every measurement, the search replays its candidates,
+and a finished step is not run again):
+
+    pipeline.json      the resolved configuration, and each finished step's results and duration
+    table.json         the device's table: copied from ``tables/`` when one was measured on this very
+                       device (same fingerprint), else profiled here; calibrated here (never the original)
+    calibration.json   the quick validation that calibrated it: predicted vs measured nets on this host now
+    search/            the search's run directory (candidates, best, weights, Pareto plot)
+    model.<ext>        the exported network (ONNX for ONNX Runtime, TFLite for LiteRT)
+    verify/            the on-device verification (parity, latency, memory, budget)
+    report.md, report.html, *.png   the final report
+
+Margin: the search is held to the budgets less ``margin`` (5%), so that a net the table prices right at
+the limit is not pushed over it by the measurement's noise at verification.
+
+Calibration: the host's speed drifts between sessions by more than the table's error (BENCHMARKS.md), so
+the pipeline fits the table's calibration from a short validation on the machine as it is now, before it
+searches: the verification then compares the measurement with a prediction made for this state of the host.
+The nets it measures are feasible under the budgets plus 20%, where the search will land: a calibration
+fitted on uniformly random nets, most of them far slower than the budget, extrapolates to the answer badly
+(BENCHMARKS.md), and one fitted near the budget is bounded over the rest of the space
+(:meth:`hwnas.cost.model.CostModel.admissible`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from hwnas.core.atomic import atomic_write_text, ensure_writable_dir
+from hwnas.core.errors import ConfigError, OutputError, TableError
+from hwnas.core.resume import refuse_other_settings
+from hwnas.core.schema import STRICT, NonNegativeInt, Positive, PositiveInt, read_json, read_toml, settings, validate
+from hwnas.deploy.budgets import Budgets, Limits, resolve_limits
+from hwnas.devices.registry import get_device
+
+STEPS = ("table", "calibrate", "search", "export", "verify", "report")
+OUTPUTS = {"search", "verify", "model.onnx", "model.tflite", "calibration.png", "heatmap.png", "report.md",
+           "report.html"}
+
+
+Margin = Annotated[float, Field(ge=0, lt=0.5, allow_inf_nan=False)]
+
+
+def _no_calibration_or_enough(n: int) -> int:
+    from hwnas.cost.validate import MIN_FIT
+
+    if 0 < n < MIN_FIT:  # a calibration is fitted on at least MIN_FIT nets besides the reference
+        raise ValueError(f"must be 0 (no calibration) or at least {MIN_FIT} nets, got {n}")
+    return n
+
+
+CalibrationSamples = Annotated[NonNegativeInt, AfterValidator(_no_calibration_or_enough)]
+
+
+@settings("pipeline settings", "correct it on the command line or in the --config file (keys and flags share "
+          "names: latency_ms is --latency-ms)")
+class PipelineConfig:
+    device: str = "cpu"
+    latency_ms: Positive | None = None
+    memory_mb: Positive | None = None
+    space: str = "proxyless"
+    resolution: PositiveInt = 32
+    strategy: str = "evolution"
+    estimator: str = "naswot"
+    evaluations: PositiveInt = 40
+    epochs: PositiveInt = 10
+    data: str = "digits"
+    seed: NonNegativeInt = 0
+    tables: str = "latency_tables"
+    calibration_samples: CalibrationSamples = 20  # 0 skips the calibration
+    limit: PositiveInt | None = None  # use at most this many images (quick runs)
+    margin: Margin = 0.05  # the search aims this far under each budget: measurement noise is ±6% here
+
+    def search_budget(self) -> tuple[float | None, float | None]:
+        """(latency ms, memory MB) the search is held to: the budgets less the margin."""
+        scale = 1.0 - self.margin
+        return (self.latency_ms * scale if self.latency_ms is not None else None,
+                self.memory_mb * scale if self.memory_mb is not None else None)
+
+    def __post_init__(self) -> None:
+        if self.latency_ms is None and self.memory_mb is None:
+            raise ConfigError("the pipeline needs a budget.", "give --latency-ms and/or --memory-mb")
+
+    @classmethod
+    def from_toml(cls, path: Path, **overrides) -> PipelineConfig:
+        """Defaults, then the TOML file's keys, then ``overrides`` (the flags that were given)."""
+        data = read_toml(Path(path), "pipeline config", "pass a TOML file of pipeline settings (README: "
+                         "hwnas pipeline --config)")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}.", f"use {', '.join(sorted(known))}")
+        return cls(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+@dataclass
+class PipelineResult:
+    out: Path
+    arch: str
+    valid_accuracy: float
+    predicted_ms: float
+    measured_ms: float
+    passed: bool
+
+
+_START_OVER = "pass --force to start the pipeline over in that folder (or choose another --out)"
+
+
+class _StateFile(BaseModel):
+    model_config = STRICT
+    config: dict[str, Any]
+    done: dict[str, dict[str, Any]]
+
+
+class _State:
+    """``pipeline.json``: the config and the steps finished, written atomically after each step."""
+
+    def __init__(self, out: Path, cfg: PipelineConfig, resume: bool, force: bool) -> None:
+        self.path = out / "pipeline.json"
+        config = asdict(cfg)
+        self.done: dict[str, dict] = {}
+        if self.path.exists():
+            old = validate(_StateFile, read_json(self.path, "pipeline state", _START_OVER), str(self.path),
+                           _START_OVER).model_dump()
+            if not (resume or force):
+                raise OutputError(f"{out} already holds a pipeline run.",
+                                  "pass --resume to continue it, --force to start over, or choose another --out")
+            if resume:
+                refuse_other_settings(old.get("config"), config, "pipeline", out,
+                                      "resume with the same options, or pass --force to start over")
+                self.done = old.get("done", {})
+            else:  # only what a pipeline writes: --out may be a folder that holds other things too
+                for child in out.iterdir():
+                    if child.name in OUTPUTS or child.name.startswith(("table.json", "calibration.json")):
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+        ensure_writable_dir(out)
+        self.config = config
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps({"config": self.config, "done": self.done}, indent=1))
+
+    def finish(self, step: str, info: dict) -> None:
+        self.done[step] = info
+        self.save()
+
+
+def _table(cfg: PipelineConfig, device, out: Path, progress: bool, log) -> dict:
+    """Reuse the folder's table when it was measured on this device; else profile one here."""
+    from hwnas.measure.profiler import default_table_path, profile
+    from hwnas.spaces import get_space
+    from hwnas.tables.table import Table
+
+    space = get_space(cfg.space, cfg.resolution)
+    target = out / "table.json"
+    source = default_table_path(device, space, Path(cfg.tables))
+    backend = device.backend_instance()
+    backend.check_ready()
+    if source.exists():
+        try:
+            Table.load(source).check_fingerprint(backend.fingerprint())
+            shutil.copyfile(source, target)
+            return {"table": str(target), "from": str(source), "profiled": False}
+        except TableError as exc:
+            log(f"{source} was measured elsewhere ({exc.message}); profiling this device")
+    profile(device, space, target, resume=True, progress=progress, log=log)
+    return {"table": str(target), "from": None, "profiled": True}
+
+
+def _calibration_nets(cfg: PipelineConfig, table: Path) -> list:
+    """Feasible nets under the budgets plus 20%: where the search will land, on both sides of the limit."""
+    import numpy as np
+
+    from hwnas.cost.model import CostModel
+    from hwnas.search.budget import MB, Budget, Feasibility
+    from hwnas.spaces.arch import Arch
+    from hwnas.tables.table import Table
+
+    model = CostModel(Table.load(table))
+    widen = 1.2
+    budget = Budget(cfg.latency_ms * widen if cfg.latency_ms is not None else None,
+                    cfg.memory_mb * widen * MB if cfg.memory_mb is not None else None)
+    rows = Feasibility(model, budget).sample(cfg.calibration_samples, np.random.default_rng(cfg.seed))
+    return [Arch.of(model.space, row) for row in rows]
+
+
+def _calibrate(cfg: PipelineConfig, device, out: Path, progress: bool) -> dict:
+    from hwnas.cost import validate as v
+
+    table = out / "table.json"
+    report = v.validate(device, table, cfg.calibration_samples, seed=cfg.seed, rounds=5, fit_fraction=0.5,
+                        out=out / "calibration.json", resume=True, progress=progress, memory=False,
+                        archs=_calibration_nets(cfg, table))
+    v.store_calibration(table, report)
+    v.plot(report, out / "calibration.png")
+    return {"heldout_within_10pct": report.calibrated_heldout["within_10pct"],
+            "heldout_mape": report.calibrated_heldout["mape"]}
+
+
+def run_pipeline(cfg: PipelineConfig, out: Path, *, budgets: Budgets | None = None, resume: bool = False,
+                 force: bool = False, progress: bool = True, log=lambda msg: None) -> PipelineResult:
+    from hwnas.deploy.export import export, format_for, resolve_source
+    from hwnas.deploy.report import write_pipeline_report
+    from hwnas.deploy.verify import verify
+    from hwnas.search.run import SearchConfig, run_search
+
+    device = get_device(cfg.device)
+    fmt = format_for(device.backend_instance().suffix)
+    if fmt is None or fmt == "tensorrt":
+        raise ConfigError(f"the pipeline cannot export and verify on {device.name} yet.",
+                          "run it on cpu or cpu-tflite; export for the GPU with hwnas export --format tensorrt")
+    out = Path(out)
+    state = _State(out, cfg, resume, force)
+    model_path = out / f"model.{fmt}"
+    limits = resolve_limits(device.name, model_path, budgets, Limits(
+        latency_ms=cfg.latency_ms, memory_bytes=cfg.memory_mb * 1e6 if cfg.memory_mb else None))
+    for step in STEPS:
+        if step in state.done:
+            log(f"{step}: done earlier")
+            continue
+        log(f"{step} …")
+        started = time.perf_counter()
+        if step == "table":
+            info = _table(cfg, device, out, progress, log)
+        elif step == "calibrate":
+            info = _calibrate(cfg, device, out, progress) if cfg.calibration_samples > 0 else {"skipped": True}
+        elif step == "search":
+            latency_ms, memory_mb = cfg.search_budget()
+            sc = SearchConfig(table=str(out / "table.json"), strategy=cfg.strategy, latency_ms=latency_ms,
+                              memory_mb=memory_mb, estimator=cfg.estimator, data=cfg.data,
+                              evaluations=cfg.evaluations, seed=cfg.seed, final_epochs=cfg.epochs, limit=cfg.limit)
+            res = run_search(sc, out / "search", resume=(out / "search").exists(), progress=progress)
+            info = {"arch": str(res.arch), "valid_accuracy": res.valid_accuracy,
+                    "predicted_ms": res.candidate.latency_ms}
+        elif step == "export":
+            model = export(resolve_source(str(out / "search")), fmt, model_path)
+            info = {"model": str(model.path), "parity": model.parity.to_dict() if model.parity else None}
+        elif step == "verify":
+            rep = verify(model_path, device, table=out / "table.json", limits=limits,
+                         data=cfg.data, out=out / "verify")
+            info = {"passed": rep.passed, "measured_ms": rep.latency["median"],
+                    "predicted_ms": rep.predicted["latency_ms"] if rep.predicted else None}
+        else:
+            info = {"report": str(write_pipeline_report(out, state.done, limits))}
+        state.finish(step, {**info, "seconds": round(time.perf_counter() - started, 1)})
+    s, v = state.done["search"], state.done["verify"]
+    return PipelineResult(out, s["arch"], s["valid_accuracy"], v["predicted_ms"], v["measured_ms"], v["passed"])

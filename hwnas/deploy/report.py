@@ -1,0 +1,89 @@
+"""The pipeline's final report, as Markdown and as a self-contained-folder HTML page, from the steps' records."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from hwnas.core.atomic import atomic_write_text
+from hwnas.deploy.budgets import Limits
+
+
+def _sections(out: Path, done: dict, limits: Limits) -> list[tuple[str, list[str], str | None]]:
+    """(title, bullet lines, image path relative to ``out`` or None) per section."""
+    from hwnas.tables.table import Table
+    from hwnas.tables.view import plot_heatmap
+
+    table = Table.load(out / "table.json")
+    plot_heatmap(table, out / "heatmap.png")
+    t = done["table"]
+    fp = table.fingerprint
+    sections = [("Device and table", [
+        f"device `{fp.get('device')}`: {fp.get('runtime')} {fp.get('runtime_version')}, {fp.get('precision')}, "
+        f"{fp.get('threads')} thread(s), host `{fp.get('host_cpu')}`",
+        f"table `{table.space.get('id')}@{table.space.get('resolution')}`, {len(table.entries)} entries, "
+        + ("profiled in this run" if t["profiled"] else f"measured on this device earlier (`{t['from']}`)")],
+        "heatmap.png")]
+    cal = done.get("calibrate", {})
+    if not cal.get("skipped"):
+        sections.append(("Calibration on this host now", [
+            f"held-out nets within ±10% after calibration: {cal['heldout_within_10pct']:.0%} "
+            f"(MAPE {cal['heldout_mape']:.1%})"], "calibration.png"))
+    s = done["search"]
+    sections.append(("Search", [
+        f"budget: {limits.describe()}",
+        f"best `{s['arch']}`: predicted {s['predicted_ms']:.3f} ms, validation accuracy {s['valid_accuracy']:.4f}",
+        "details: `search/summary.md`, every candidate in `search/candidates.jsonl`"], "search/pareto.png"))
+    e = done["export"]
+    parity = e.get("parity") or {}
+    sections.append(("Export", [f"`{Path(e['model']).name}`; parity with PyTorch at export: "
+                                f"max |Δ| {parity.get('max_abs_error', float('nan')):.2e}, "
+                                f"{'pass' if parity.get('passed') else 'FAIL'}"], None))
+    v = json.loads((out / "verify" / "verify.json").read_text())
+    lines = [f"**{'PASS' if v['passed'] else 'FAIL'}**",
+             f"measured {v['latency']['median']:.4f} ms (median of {v['latency']['n']} runs)"]
+    if v.get("predicted"):
+        lines.append(f"predicted {v['predicted']['latency_ms']:.4f} ms: measured is "
+                     f"{v['predicted']['latency_error']:+.1%}")
+    for kind in ("random", "real"):
+        if kind in v["parity"]:
+            p = v["parity"][kind]
+            lines.append(f"parity on {kind} inputs: {'pass' if p['passed'] else 'FAIL'} "
+                         f"(max |Δ| {p['max_abs_error']:.2e}, top-1 agreement {p['top1_agreement']:.1%})")
+    if "activation_bytes" in v["memory"]:
+        lines.append(f"memory {v['memory']['measured_total_bytes'] / 1e6:.2f} MB "
+                     f"(weights {v['memory']['weight_bytes'] / 1e6:.2f} + activations "
+                     f"{v['memory']['activation_bytes'] / 1e6:.2f})")
+    for name, c in v["budget"].get("checks", {}).items():
+        lines.append(f"budget {name}: {'pass' if c['passed'] else 'FAIL'}")
+    sections.append(("Verification on the device", lines, "verify/latency.png"))
+    return sections
+
+
+def write_pipeline_report(out: Path, done: dict, limits: Limits) -> Path:
+    """``report.md`` and ``report.html`` in ``out`` (images beside them); returns the Markdown path."""
+    sections = _sections(out, done, limits)
+    md = ["# hwnas pipeline report", ""]
+    page = ["<!doctype html><html><head><meta charset='utf-8'><title>hwnas pipeline report</title>",
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}img{max-width:100%}</style>",
+            "</head><body><h1>hwnas pipeline report</h1>"]
+    for title, lines, image in sections:
+        md += [f"## {title}", "", *[f"- {line}" for line in lines], ""]
+        page += [f"<h2>{html.escape(title)}</h2><ul>",
+                 *[f"<li>{_inline(line)}</li>" for line in lines], "</ul>"]
+        if image and (out / image).exists():
+            md += [f"![{title}]({image})", ""]
+            page.append(f"<img src='{html.escape(image)}' alt='{html.escape(title)}'>")
+    page.append("</body></html>")
+    atomic_write_text(out / "report.html", "\n".join(page) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(md))
+    return out / "report.md"
+
+
+def _inline(text: str) -> str:
+    """Markdown's `code` and **bold** as HTML; everything else escaped."""
+    parts = html.escape(text).split("`")
+    text = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    parts = text.split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))

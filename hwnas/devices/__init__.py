@@ -1,0 +1,1 @@
+"""The device registry (devices/*.toml -> Device) and one backend module per runtime (backends/)."""

@@ -1,0 +1,1 @@
+"""Models hwnas did not make: reading model files safely, cutting them into blocks, profiling and pricing them."""

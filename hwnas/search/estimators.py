@@ -1,0 +1,150 @@
+"""Accuracy estimators for the sampling strategies: short training, a weight-sharing supernet, or NASWOT.
+
+All map architectures to a score where higher is better, and are plain picklable objects (a dataset spec and
+settings; data and models load lazily in the process that evaluates), so an executor can ship them to
+workers.
+
+- ``train``: train each architecture briefly (:mod:`hwnas.search.train`); the score is validation accuracy.
+- ``supernet``: train one weight-sharing supernet once with uniform single-path sampling (SPOS), then score
+  each architecture by the validation accuracy of its path with inherited weights, BatchNorm statistics
+  recomputed on training batches first.
+- ``naswot``: training-free (Mellor et al., "Neural Architecture Search without Training", 2021): for one
+  minibatch, each input's binary code of which ReLU units fire; K_H[i, j] = units on which inputs i and j
+  agree; the score is log|det K_H|. Networks that separate inputs well score high. Seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from hwnas.core.registry import Registry
+from hwnas.search.data import Dataset, load
+from hwnas.search.train import TrainConfig, build_for, evaluate, train
+from hwnas.spaces.arch import Arch
+
+
+@dataclass
+class Estimator(ABC):
+    data: str = "digits"
+    resolution: int = 32
+    seed: int = 0
+    limit: int | None = None  # cap on images (quick runs)
+    name: ClassVar[str] = ""
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def dataset(self) -> Dataset:
+        if "data" not in self._cache:
+            self._cache["data"] = load(self.data, self.resolution, seed=self.seed, limit=self.limit)
+        return self._cache["data"]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_cache"] = {}  # workers load their own data
+        return state
+
+    def prepare(self) -> None:
+        """One-time work done where the search runs, before evaluations are shipped anywhere (none by default)."""
+        return None
+
+    @abstractmethod
+    def score(self, arch: Arch) -> float:
+        """Higher is better."""
+
+
+@dataclass
+class TrainEstimator(Estimator):
+    config: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3))
+    name: ClassVar[str] = "train"
+
+    def score(self, arch: Arch) -> float:
+        model = build_for(arch, self.dataset.classes, self.config.seed)
+        return train(model, self.dataset, self.config).valid_accuracy
+
+
+@dataclass
+class NaswotEstimator(Estimator):
+    batch_size: int = 64
+    name: ClassVar[str] = "naswot"
+
+    def score(self, arch: Arch) -> float:
+        x = self.dataset.train.x[:self.batch_size]
+        model = build_for(arch, self.dataset.classes, self.seed)
+        return naswot_score(model, x)
+
+
+def naswot_score(model: nn.Module, x: torch.Tensor) -> float:
+    """log|det K_H| over the binary ReLU codes of the batch ``x`` (in train mode, as the paper scores)."""
+    n = len(x)
+    kernel = torch.zeros(n, n, dtype=torch.float64)
+
+    def hook(_module, _inp, out):
+        code = (out.detach().reshape(n, -1) > 0).double()
+        kernel.add_(code @ code.T + (1 - code) @ (1 - code).T)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
+    try:
+        model.train()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    sign, logdet = torch.linalg.slogdet(kernel)
+    return float(logdet) if sign > 0 else float("-inf")
+
+
+@dataclass
+class SupernetEstimator(Estimator):
+    config: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5))
+    space_id: str = "proxyless"
+    bn_batches: int = 4
+    name: ClassVar[str] = "supernet"
+
+    @property
+    def supernet(self):
+        if "supernet" not in self._cache:
+            from hwnas.search.supernet import SuperNet, train_single_path
+            from hwnas.spaces import space_from_id
+
+            net = SuperNet(space_from_id(self.space_id, self.resolution), self.dataset.classes, seed=self.seed)
+            train_single_path(net, self.dataset, self.config)
+            self._cache["supernet"] = net
+        return self._cache["supernet"]
+
+    def prepare(self) -> None:
+        self.supernet  # noqa: B018 -- trained once here; workers receive it with the estimator
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        if "supernet" in self._cache:
+            state["_cache"] = {"supernet": self._cache["supernet"]}
+        return state
+
+    def score(self, arch: Arch) -> float:
+        net = self.supernet
+        net.fix(arch.choices)
+        net.recalibrate_bn(self.dataset.train, batches=self.bn_batches, batch_size=self.config.batch_size)
+        return evaluate(net, self.dataset.valid)
+
+
+ESTIMATORS: Registry[type[Estimator]] = Registry("estimator")
+for _name, _cls in (("train", TrainEstimator), ("naswot", NaswotEstimator), ("supernet", SupernetEstimator)):
+    ESTIMATORS.register(_name)(_cls)
+
+
+def make_estimator(name: str, *, data: str, resolution: int, seed: int, train_config: TrainConfig | None = None,
+                   limit: int | None = None, space_id: str = "proxyless") -> Estimator:
+    cls = ESTIMATORS.get(name)
+    kw = {"data": data, "resolution": resolution, "seed": seed, "limit": limit}
+    if cls is TrainEstimator:
+        return cls(**kw, config=train_config or TrainConfig(epochs=3, seed=seed))
+    if cls is SupernetEstimator:
+        cfg = train_config or TrainConfig(epochs=5, seed=seed)
+        return cls(**kw, config=replace(cfg, seed=seed), space_id=space_id)
+    return cls(**kw)

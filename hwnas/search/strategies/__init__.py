@@ -1,0 +1,1 @@
+"""One module per search strategy behind hwnas.search.base.Strategy."""

@@ -1,0 +1,230 @@
+"""ProxylessNAS (Cai et al., 2019): gradient search over binarized paths, with the expected latency in the loss.
+
+The over-parameterized network (:class:`hwnas.search.supernet.SuperNet`) holds every candidate; each layer
+has architecture parameters α (one per candidate). Training alternates:
+
+- weight steps, on the weight split: one path per layer sampled from softmax(α) (binarized), so only that
+  path runs and holds activations — the memory of training one network;
+- architecture steps, on the architecture split: per layer two paths sampled from softmax(α), one made
+  active by a binary gate (the inactive one runs without autograd: with its gate at 0 nothing flows back
+  through it, and its output is all its gate's gradient needs; weights take no gradient in this step, so
+  it too costs about one network's training memory); the gate's gradient ∂L/∂g (BinaryConnect) gives α's
+  gradient over the two,
+  ∂L/∂α_i = Σ_j ∂L/∂g_j · p_j (δ_ij − p_i), and the two α are then shifted so the other paths keep their
+  probabilities. The loss is ProxylessNAS's CE·α·(log E[LAT]/log T)^β (or CE + λ·E[LAT]/T) where
+  E[LAT] = Σ p·LUT comes from the table (:meth:`hwnas.cost.model.CostModel.expected_latency`).
+
+The first ``warmup_epochs`` train weights only, on uniformly sampled paths. Each epoch ends with a
+checkpoint in the run directory (resumable) and the derived architecture (argmax α per layer) recorded with
+its supernet accuracy. The answer is the final derived architecture, pushed onto the budget if the soft
+latency loss left it over: the layer swaps that cost the least log-probability per ms saved.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwnas.core.atomic import atomic_write_bytes
+from hwnas.core.schema import Finite, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt
+from hwnas.search.base import SearchContext, Strategy, checked_options
+from hwnas.search.data import Dataset, Split
+from hwnas.search.objectives import proxyless_loss
+from hwnas.search.supernet import SuperNet
+from hwnas.search.train import TrainConfig, evaluate, make_optimizer
+from hwnas.spaces.arch import Arch, num_choices
+
+
+class ProxylessSearch(Strategy):
+    name = "proxyless"
+
+    @checked_options
+    def __init__(self, epochs: PositiveInt = 6, warmup_epochs: NonNegativeInt = 2, train: TrainConfig | None = None,
+                 arch_lr: Positive = 6e-3, arch_every: PositiveInt = 1, loss: Literal["mul", "add"] = "mul",
+                 alpha: Positive = 0.2, beta: Finite = 0.3, lam: NonNegative = 0.1,
+                 arch_fraction: Fraction = 0.3) -> None:
+        self.epochs = epochs
+        self.warmup = min(warmup_epochs, epochs)
+        self.train_cfg = train or TrainConfig(batch_size=64, lr=0.05)
+        self.arch_lr = arch_lr
+        self.arch_every = arch_every
+        self.loss = (loss, alpha, beta, lam)
+        self.arch_fraction = arch_fraction
+
+    # -- the pieces, exposed for tests and the memory benchmark ----------------------------------
+    def setup(self, ctx: SearchContext, data: Dataset) -> tuple[SuperNet, torch.Tensor]:
+        net = SuperNet(ctx.space, data.classes, seed=ctx.seed)
+        n = num_choices(ctx.space)
+        alpha = torch.zeros(len(n), int(n.max()))
+        alpha[torch.tensor(np.arange(int(n.max()))[None, :] >= n[:, None])] = -torch.inf
+        return net, alpha.requires_grad_(True)
+
+    @staticmethod
+    def probs(alpha: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(alpha, dim=1)
+
+    def weight_step(self, net: SuperNet, alpha: torch.Tensor, x, y, opt, gen: torch.Generator,
+                    uniform: bool = False) -> float:
+        with torch.no_grad():
+            p = torch.isfinite(alpha).float() if uniform else self.probs(alpha)
+            net.fix(torch.multinomial(p, 1, generator=gen)[:, 0].tolist())
+        net.train()
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(net(x), y, label_smoothing=self.train_cfg.label_smoothing)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    def arch_step(self, net: SuperNet, alpha: torch.Tensor, x, y, arch_opt, ctx: SearchContext, target: float,
+                  gen: torch.Generator) -> float:
+        p = self.probs(alpha)
+        picks = []
+        for layer, row in zip(net.mixed, p.detach()):
+            k = min(2, int((row > 0).sum()))
+            idx = torch.multinomial(row, k, replacement=False, generator=gen).tolist()
+            sub = row[idx] / row[idx].sum()
+            active = int(torch.multinomial(sub, 1, generator=gen))
+            gates = torch.zeros(k)
+            gates[active] = 1.0
+            gates.requires_grad_(True)
+            layer.gated = (idx, gates)
+            picks.append((idx, gates))
+        net.train()  # batch statistics, as in the weight steps
+        weights = [w for w in net.parameters() if w.requires_grad]
+        for w in weights:  # the architecture step updates α only: no weight gradients are computed or stored
+            w.requires_grad_(False)
+        try:
+            ce = nn.functional.cross_entropy(net(x), y)
+            kind, a, b, lam = self.loss
+            loss = proxyless_loss(ce, ctx.model.expected_latency(p), target, kind=kind, alpha=a, beta=b, lam=lam)
+            arch_opt.zero_grad(set_to_none=True)
+            loss.backward()
+        finally:
+            for w in weights:
+                w.requires_grad_(True)
+        with torch.no_grad():
+            grad = torch.nan_to_num(alpha.grad, nan=0.0, posinf=0.0, neginf=0.0) if alpha.grad is not None \
+                else torch.zeros_like(alpha)
+            old = alpha.detach().clone()
+            for i, (idx, gates) in enumerate(picks):  # Σ_j g_j p_j (δ_ij − p_i) = p_i (g_i − Σ_j g_j p_j)
+                pk = torch.softmax(old[i, idx], dim=0)
+                grad[i, idx] += pk * (gates.grad - (gates.grad * pk).sum())
+            alpha.grad = grad
+        arch_opt.step()
+        with torch.no_grad():  # keep the paths that were not sampled at their probabilities
+            for i, (idx, _) in enumerate(picks):
+                shift = torch.logsumexp(alpha[i, idx], 0) - torch.logsumexp(old[i, idx], 0)
+                alpha[i, idx] -= shift
+        for layer in net.mixed:
+            layer.gated = None
+        return loss.item()
+
+    @staticmethod
+    def derive(alpha: torch.Tensor) -> np.ndarray:
+        return alpha.detach().argmax(dim=1).numpy().astype(np.int64)
+
+    def onto_budget(self, ctx: SearchContext, alpha: torch.Tensor, choices: np.ndarray) -> np.ndarray:
+        """The derived choices, or, if over budget, greedy swaps that lose the least log-probability per cost."""
+        row = np.array(choices, dtype=np.int64)
+        logp = torch.log_softmax(alpha.detach(), dim=1).numpy()
+        lut = np.where(np.isfinite(logp), ctx.model.latency_matrix(), np.inf)
+        mem = np.where(np.isfinite(logp), ctx.model.memory_matrix(), np.inf)
+        for _ in range(int(num_choices(ctx.space).sum()) * 2):
+            if ctx.feasibility.mask(row)[0]:
+                return row
+            costs = ctx.feasibility.costs(row)
+            over_lat = ctx.budget.latency_ms is not None and costs["latency_ms"][0] > ctx.budget.latency_ms
+            cost = lut if over_lat else mem
+            best, pick = np.inf, None
+            for i in range(len(row)):
+                for j in np.flatnonzero(cost[i] < cost[i, row[i]]):
+                    ratio = (logp[i, row[i]] - logp[i, j]) / (cost[i, row[i]] - cost[i, j])
+                    if ratio < best:
+                        best, pick = ratio, (i, j)
+            if pick is None:
+                break
+            row[pick[0]] = pick[1]
+        return ctx.feasibility.repair(row, ctx.rng)
+
+    # -- the search ---------------------------------------------------------------------------
+    def run(self, ctx: SearchContext) -> Arch:
+        from hwnas.search.estimators import Estimator
+
+        ctx.feasibility.check_possible()
+        est: Estimator = ctx.estimator
+        data = est.dataset
+        wsplit, asplit = _split(data.train, self.arch_fraction, ctx.seed)
+        target = ctx.budget.latency_ms or float(ctx.feasibility.smallest()["latency_ms"]) * 2
+        torch.manual_seed(ctx.seed)
+        net, alpha = self.setup(ctx, data)
+        gen = torch.Generator().manual_seed(ctx.seed)
+        steps = self.epochs * math.ceil(len(wsplit) / self.train_cfg.batch_size)
+        opt, sched = make_optimizer(net.parameters(), self.train_cfg, steps)
+        arch_opt = torch.optim.Adam([alpha], lr=self.arch_lr, betas=(0.0, 0.999), eps=1e-8)
+        start = self._resume(ctx, net, alpha, opt, sched, arch_opt, gen)
+        for epoch in range(start, self.epochs):
+            search = epoch >= self.warmup
+            abatches = asplit.batches(self.train_cfg.batch_size, gen)
+            for step, (x, y) in enumerate(wsplit.batches(self.train_cfg.batch_size, gen)):
+                if len(y) < 2:
+                    continue
+                self.weight_step(net, alpha, x, y, opt, gen, uniform=not search)
+                sched.step()
+                if search and step % self.arch_every == 0:
+                    xa, ya = next(abatches, (None, None))
+                    if xa is None:
+                        abatches = asplit.batches(self.train_cfg.batch_size, gen)
+                        xa, ya = next(abatches)
+                    self.arch_step(net, alpha, xa, ya, arch_opt, ctx, target, gen)
+            derived = self.onto_budget(ctx, alpha, self.derive(alpha))
+            ctx.evaluate(derived[None], source=f"derived@epoch{epoch + 1}",
+                         scorer=lambda arch: _path_accuracy(net, arch, data))
+            self._checkpoint(ctx, epoch + 1, net, alpha, opt, sched, arch_opt, gen)
+        final = self.onto_budget(ctx, alpha, self.derive(alpha))
+        self.final_probs = self.probs(alpha).detach().numpy()
+        return Arch.of(ctx.space, final)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _checkpoint(self, ctx, epoch, net, alpha, opt, sched, arch_opt, gen) -> None:
+        if ctx.run is None:
+            return
+        buf = io.BytesIO()
+        torch.save({"epoch": epoch, "net": net.state_dict(), "alpha": alpha.detach(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "arch_opt": arch_opt.state_dict(), "gen": gen.get_state(),
+                    "rng": ctx.rng.bit_generator.state}, buf)
+        atomic_write_bytes(ctx.run.state_file("proxyless.pt"), buf.getvalue())
+
+    def _resume(self, ctx, net, alpha, opt, sched, arch_opt, gen) -> int:
+        path = ctx.run.state_file("proxyless.pt") if ctx.run is not None else None
+        if path is None or not path.exists():
+            return 0
+        state = torch.load(path, weights_only=True)
+        net.load_state_dict(state["net"])
+        with torch.no_grad():
+            alpha.copy_(state["alpha"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        arch_opt.load_state_dict(state["arch_opt"])
+        gen.set_state(state["gen"])
+        ctx.rng.bit_generator.state = state["rng"]
+        ctx.restored()
+        return int(state["epoch"])
+
+
+def _split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Weight and architecture halves of the training split (deterministic)."""
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed + 1))
+    n = max(2, int(len(split) * fraction))
+    a, w = order[:n], order[n:]
+    return Split(split.x[w], split.y[w]), Split(split.x[a], split.y[a])
+
+
+def _path_accuracy(net: SuperNet, arch: Arch, data: Dataset) -> float:
+    net.fix(arch.choices)
+    net.recalibrate_bn(data.train, batches=4)
+    return evaluate(net, data.valid)

@@ -1,0 +1,1 @@
+"""The lookup table: its schema and fingerprint (table), and views of it (view)."""

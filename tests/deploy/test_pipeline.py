@@ -1,0 +1,46 @@
+"""The main job end to end (lean settings): every step's output, and a resumed run redoing nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ROOT
+from hwnas.core.errors import ConfigError, OutputError
+from hwnas.deploy.pipeline import PipelineConfig, run_pipeline
+
+LEAN = PipelineConfig(latency_ms=2.0, evaluations=3, epochs=1, calibration_samples=8, limit=300,
+                      tables=str(ROOT / "latency_tables"))
+
+
+@pytest.mark.slow
+def test_pipeline_runs_every_step_and_resumes_without_redoing_any(tmp_path):
+    out = tmp_path / "p"
+    res = run_pipeline(LEAN, out, progress=False)
+    done = json.loads((out / "pipeline.json").read_text())["done"]
+    assert list(done) == ["table", "calibrate", "search", "export", "verify", "report"]
+    assert res.arch == done["search"]["arch"] and done["search"]["predicted_ms"] <= LEAN.latency_ms * (1 - LEAN.margin)
+    assert done["export"]["parity"]["passed"]
+    verify = json.loads((out / "verify" / "verify.json").read_text())
+    assert verify["parity"]["random"]["passed"] and verify["parity"]["real"]["inputs"] == 256
+    assert verify["latency"]["median"] == res.measured_ms > 0 and verify["predicted"]["calibrated"]
+    for name in ("report.md", "report.html", "heatmap.png", "calibration.png", "search/pareto.png",
+                 "verify/latency.png", "model.onnx"):
+        assert (out / name).stat().st_size > 0, name
+    assert "Verification on the device" in (out / "report.md").read_text()
+    logged = []
+    again = run_pipeline(LEAN, out, resume=True, progress=False, log=logged.append)
+    assert logged == [f"{s}: done earlier" for s in done] and again == res
+    with pytest.raises(OutputError, match="already holds"):
+        run_pipeline(LEAN, out, progress=False)
+
+
+def test_pipeline_needs_a_budget_and_a_valid_config(tmp_path):
+    with pytest.raises(ConfigError, match="needs a budget"):
+        PipelineConfig()
+    (tmp_path / "p.toml").write_text('latency_ms = 2.0\nlatncy = 3\n')
+    with pytest.raises(ConfigError, match="unknown key"):
+        PipelineConfig.from_toml(tmp_path / "p.toml")
+    (tmp_path / "p.toml").write_text('latency_ms = 2.0\nevaluations = 5\n')
+    assert PipelineConfig.from_toml(tmp_path / "p.toml", evaluations=7, seed=None).evaluations == 7
