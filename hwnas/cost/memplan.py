@@ -41,6 +41,18 @@ def _last_use(g: nx.DiGraph, order: list[str]) -> dict[str, int]:
     return last_use
 
 
+def runtime_layout(backend: str) -> tuple[str, bool]:
+    """(planner, holds graph I/O) of the runtime a table was measured with (its fingerprint's ``backend``):
+    how it places activation buffers, and whether it keeps the graph's input and output allocated throughout.
+    A runtime not yet emulated is planned by pure liveness and holds nothing."""
+    from hwnas.devices.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        return "liveness", False
+    cls = BACKENDS.get(backend)
+    return cls.memory_planner, cls.holds_graph_io
+
+
 def planned_peak(g: nx.DiGraph, planner: str = "liveness", count_input: bool = True) -> int:
     """The most activation bytes the planner holds at once (``count_input``: the graph's input among them)."""
     if planner not in PLANNERS:

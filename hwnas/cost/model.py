@@ -95,16 +95,15 @@ class CostModel:
         return ELEMENT_BYTES[self.table.fingerprint.get("precision", "fp32")]
 
     @cached_property
-    def _backend_class(self):
-        from hwnas.devices.backends import BACKENDS
+    def _layout(self) -> tuple[str, bool]:
+        from hwnas.cost.memplan import runtime_layout
 
-        name = self.table.fingerprint.get("backend", "")
-        return BACKENDS.get(name) if name in BACKENDS else None
+        return runtime_layout(self.table.fingerprint.get("backend", ""))
 
     @property
     def memory_planner(self) -> str:
         """How the table's runtime places activation buffers (:mod:`hwnas.cost.memplan`)."""
-        return self._backend_class.memory_planner if self._backend_class else "liveness"
+        return self._layout[0]
 
     @cached_property
     def _planned(self) -> dict[str, int]:
@@ -126,7 +125,7 @@ class CostModel:
     @cached_property
     def _resident_io_bytes(self) -> int:
         """Graph input + output bytes, where the table's runtime holds them for the whole run; else 0."""
-        if self._backend_class is None or not self._backend_class.holds_graph_io:
+        if not self._layout[1]:
             return 0
         keys = self.space.keys_for(self.space.reference_choices())
         return self._elem_bytes * (int(np.prod(keys[0].inp)) + int(np.prod(keys[-1].out)))

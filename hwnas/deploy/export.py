@@ -20,6 +20,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,14 +40,41 @@ from hwnas.spaces.arch import Arch
 if TYPE_CHECKING:
     from torch import nn
 
-FORMATS: Registry[str] = Registry("export format")  # name -> the file suffix it writes
-for _name, _suffix in (("onnx", ".onnx"), ("tflite", ".tflite"), ("tensorrt", ".engine")):
-    FORMATS.register(_name)(_suffix)
+@dataclass(frozen=True)
+class ExportFormat:
+    """One file format hwnas exports: its suffix, its writer, where its metadata goes, where it runs here."""
+
+    name: str
+    suffix: str
+    write: Callable[..., None]  # (module, input_shape, path, metadata, precision, trtexec) -> the file at path
+    embeds_metadata: bool  # in the file itself (ONNX metadata_props); else a <file>.hwnas.json sidecar
+    host_device: str | None  # the device that runs it on this host (parity, verify); None: only on its GPU
+
+
+def _write_onnx(module, shape, path, metadata, precision, trtexec) -> None:
+    to_onnx(module, shape, path, metadata)
+
+
+def _write_tflite(module, shape, path, metadata, precision, trtexec) -> None:
+    from hwnas.devices.backends.litert import to_tflite
+
+    atomic_write_with(path, lambda tmp: to_tflite(module, shape, tmp))
+
+
+def _write_engine(module, shape, path, metadata, precision, trtexec) -> None:
+    to_engine(module, shape, path, precision, trtexec)
+
+
+FORMATS: Registry[ExportFormat] = Registry("export format")
+for _fmt in (ExportFormat("onnx", ".onnx", _write_onnx, True, "cpu"),
+             ExportFormat("tflite", ".tflite", _write_tflite, False, "cpu-tflite"),
+             ExportFormat("tensorrt", ".engine", _write_engine, False, None)):
+    FORMATS.register(_fmt.name)(_fmt)
 
 
 def format_for(suffix: str) -> str | None:
     """The export format that writes ``suffix`` files (a backend's model suffix), or None."""
-    return next((name for name in FORMATS if FORMATS[name] == suffix), None)
+    return next((name for name in FORMATS if FORMATS[name].suffix == suffix), None)
 INIT_SEED = 0  # an architecture exported without weights is initialized from this seed (reproducible)
 PREFIX = "hwnas."
 
@@ -244,7 +272,7 @@ def output_path(out: Path, arch: Arch, fmt: str) -> Path:
     its folder created and checked writable, before any conversion runs."""
     out = Path(out)
     if out.is_dir() or not out.suffix:
-        out = out / f"{arch.id}{FORMATS[fmt]}"
+        out = out / f"{arch.id}{FORMATS[fmt].suffix}"
     if out.is_dir():
         raise OutputError(f"--out {out} is a directory, so the model cannot be written there.",
                           "pass a file path, or a folder that does not hold a folder of that name")
@@ -299,25 +327,19 @@ class ExportResult:
 def export(source: Source, fmt: str, out: Path, *, precision: str = "fp32", trtexec: str = "trtexec",
            check_parity: bool = True) -> ExportResult:
     """Write ``source`` as ``fmt`` to ``out``; parity with PyTorch is checked where the runtime is on this host."""
-    FORMATS.get(fmt)  # a known name, or the error with the choices
+    spec = FORMATS.get(fmt)  # a known name, or the error with the choices
     _precision(precision, fmt)
     out = output_path(out, source.arch, fmt)
     module = source.build()
     shape = source.arch.space.input_shape
     meta = source.metadata()
     result = ExportResult(out, fmt, str(source.arch), meta)
-    if fmt == "onnx":
-        to_onnx(module, shape, out, meta)
-    elif fmt == "tflite":
-        from hwnas.devices.backends.litert import to_tflite
-
-        atomic_write_with(out, lambda tmp: to_tflite(module, shape, tmp))
-    else:
-        to_engine(module, shape, out, precision, trtexec)
-        result.notes.append("parity of a TensorRT engine is checked by hwnas verify on its GPU")
-    if fmt != "onnx":
+    spec.write(module, shape, out, meta, precision, trtexec)
+    if not spec.embeds_metadata:
         atomic_write_text(sidecar(out), json.dumps(meta, indent=1))
-    if check_parity and fmt != "tensorrt":
+    if spec.host_device is None:
+        result.notes.append("parity of a TensorRT engine is checked by hwnas verify on its GPU")
+    elif check_parity:
         result.parity = parity_with_torch(module, out, shape, precision)
         if not result.parity.passed:
             raise MeasurementError(f"the exported {fmt} model disagrees with PyTorch: {result.parity.describe()}",
@@ -330,7 +352,12 @@ def host_session(path: Path, input_shape: tuple[int, ...]):
     from hwnas.devices.backends.base import Artifact
     from hwnas.devices.registry import get_device
 
-    device = get_device("cpu" if Path(path).suffix == ".onnx" else "cpu-tflite")
+    fmt = format_for(Path(path).suffix)
+    host = FORMATS[fmt].host_device if fmt else None
+    if host is None:
+        raise ConfigError(f"{Path(path).name} runs on no runtime of this host.",
+                          "check its parity with hwnas verify on its device")
+    device = get_device(host)
     backend = device.backend_instance()
     backend.check_ready()
     return backend.load(Artifact(Path(path), tuple(input_shape), ()))

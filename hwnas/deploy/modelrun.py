@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.core.errors import ConfigError
-from hwnas.deploy.export import Source
+from hwnas.deploy.export import Source, format_for
 from hwnas.devices.backends import BACKENDS, get_backend_class
 from hwnas.devices.backends.base import Artifact, Backend, MeasureSettings, RoundResult, Session, pool_rounds
 from hwnas.devices.registry import Device
@@ -62,7 +62,7 @@ class ModelFile:
                               f"use a device whose backend is one of {', '.join(runs)}")
         if Path(path).suffix != want:
             raise ConfigError(f"{device.name} runs {want} models, not {Path(path).name}.",
-                              f"export for it: hwnas export … --format {'onnx' if want == '.onnx' else want[1:]}")
+                              f"export for it: hwnas export … --format {format_for(want)}")
         return cls(path)
 
     @cached_property

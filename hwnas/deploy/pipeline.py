@@ -79,7 +79,7 @@ class PipelineConfig:
     tables: str = "latency_tables"
     calibration_samples: CalibrationSamples = 20  # 0 skips the calibration
     limit: PositiveInt | None = None  # use at most this many images (quick runs)
-    margin: Margin = 0.05  # the search aims this far under each budget: measurement noise is ±6% here
+    margin: Margin = 0.05  # the search aims this far under each budget, for the measurement noise
 
     def search_budget(self) -> tuple[float | None, float | None]:
         """(latency ms, memory MB) the search is held to: the budgets less the margin."""

@@ -26,7 +26,7 @@ import numpy as np
 from hwnas.core.atomic import atomic_write_text, ensure_writable_dir
 from hwnas.core.errors import ConfigError, MeasurementError, TableError
 from hwnas.deploy.budgets import Limits
-from hwnas.deploy.export import Source, host_session, resolve_source
+from hwnas.deploy.export import FORMATS, Source, format_for, host_session, resolve_source
 from hwnas.deploy.modelrun import DEFAULT_SETTINGS, DeviceRun
 from hwnas.deploy.parity import compare, random_inputs
 from hwnas.devices.backends.base import MeasureSettings
@@ -73,7 +73,10 @@ def check_parity(source: Source, path: Path, device_session, shape: tuple[int, .
     try:
         device_session.run(np.zeros(shape, np.float32))
         session = device_session
-    except MeasurementError:  # a timing-only tool: compare the same file on the host runtime
+    except MeasurementError:  # a timing-only tool: compare the same file on the host runtime, where one runs it
+        fmt = format_for(Path(path).suffix)
+        if fmt is None or FORMATS[fmt].host_device is None:
+            return {"runtime": "none: the device's tool only times, and no runtime of this host runs this file"}
         session, where = host_session(path, shape), "host runtime (the device's tool only times)"
     out: dict = {"runtime": where}
     xs = random_inputs(shape, 4, seed)

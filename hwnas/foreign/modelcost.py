@@ -89,8 +89,7 @@ class ModelPrediction:
 def predict_model(table: Table, model: Path | str | onnx.ModelProto) -> ModelPrediction:
     """Latency, weights and planned activation memory of ``model`` from ``table``; blocks the table has no
     entry for are listed in ``unpriced`` (and left out of the latency), never guessed."""
-    from hwnas.cost.memplan import planned_peak
-    from hwnas.devices.backends import BACKENDS
+    from hwnas.cost.memplan import planned_peak, runtime_layout
 
     m = read_model(model)
     overhead = table.overhead.median
@@ -102,11 +101,9 @@ def predict_model(table: Table, model: Path | str | onnx.ModelProto) -> ModelPre
         elif entry.latency is not None:
             latency += entry.latency.median - overhead
     latency -= cancelled_reorders_ms(table, m.blocks)
-    backend = BACKENDS.get(table.fingerprint.get("backend", "")) if table.fingerprint.get("backend") in BACKENDS \
-        else None
-    planner = backend.memory_planner if backend else "liveness"
+    planner, holds_io = runtime_layout(table.fingerprint.get("backend", ""))
     activations = planned_peak(m.tensor_graph(), planner, count_input=False)
-    if backend is not None and backend.holds_graph_io:
+    if holds_io:
         activations += sum(m.info[t].nbytes for t in (*m.graph_inputs, *m.graph_outputs))
     weight_bytes, params = m.weights()
     return ModelPrediction(latency_ms=float(latency), weight_bytes=int(weight_bytes),

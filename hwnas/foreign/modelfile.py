@@ -158,7 +158,7 @@ def onnx_weights(model: onnx.ModelProto) -> tuple[int, int]:
     """(parameter count, bytes) of the model's initializers.
 
     Parameters are the elements of the floating-point initializers (integer ones are shapes and indices,
-    not weights) — the same definition as :meth:`hwnas.foreign.onnxblocks.OnnxGraph.weights` and, for a model priced
+    not weights) — the same definition as :meth:`hwnas.foreign.onnxblocks.OnnxModel.weights` and, for a model priced
     from its architecture, :func:`hwnas.measure.footprint.folded_weight_count`; bytes count every initializer, since
     the runtime holds them all.
     """

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +39,6 @@ from hwnas.core.errors import MeasurementError
 from hwnas.core.registry import Registry
 from hwnas.core.schema import STRICT, PositiveInt, parse_json, validate
 from hwnas.devices.backends.base import run_tool
-
-METHODS = {
-    "onnxruntime": "peak malloc bytes in use while running (arena and memory pattern off), caller's input excluded",
-    "litert": "malloc bytes added by re-planning for batch 2 (one image's activations, graph I/O included)",
-}
 
 
 class _MallInfo2(ctypes.Structure):
@@ -132,9 +128,20 @@ def _probe_litert(model: str, shape: tuple[int, ...], threads: int) -> dict:
     return {"activation_bytes": sizes[1] - sizes[0]}
 
 
-PROBES: Registry[Callable[[str, tuple[int, ...], int], dict]] = Registry("memory probe")
-PROBES.register("onnxruntime")(_probe_onnxruntime)
-PROBES.register("litert")(_probe_litert)
+@dataclass(frozen=True)
+class Probe:
+    """One runtime's way to measure a model's activation memory, in a fresh process: ``run(model, input shape,
+    threads)`` gives the figures, ``method`` says what they count."""
+
+    run: Callable[[str, tuple[int, ...], int], dict]
+    method: str
+
+
+PROBES: Registry[Probe] = Registry("memory probe")
+PROBES.register("onnxruntime")(Probe(_probe_onnxruntime, "peak malloc bytes in use while running (arena and memory "
+                                                         "pattern off), caller's input excluded"))
+PROBES.register("litert")(Probe(_probe_litert, "malloc bytes added by re-planning for batch 2 (one image's "
+                                               "activations, graph I/O included)"))
 
 
 def measure_activation_memory(backend: str, model: Path, input_shape: tuple[int, ...], threads: int = 1,
@@ -156,7 +163,7 @@ def measure_activation_memory(backend: str, model: Path, input_shape: tuple[int,
                            f"the memory probe's output on {model}", skip, MeasurementError)
     except MeasurementError as exc:
         raise MeasurementError(f"the memory probe printed no figures on {model}: {exc.message}", skip) from None
-    return {**figures.model_dump(exclude_none=True), "method": METHODS[backend]}
+    return {**figures.model_dump(exclude_none=True), "method": PROBES[backend].method}
 
 
 class _ProbeResult(BaseModel):
@@ -167,7 +174,7 @@ class _ProbeResult(BaseModel):
 
 def main(argv: list[str]) -> None:
     backend, model, shape, threads = argv
-    print(json.dumps(PROBES[backend](model, tuple(json.loads(shape)), int(threads))))
+    print(json.dumps(PROBES[backend].run(model, tuple(json.loads(shape)), int(threads))))
 
 
 if __name__ == "__main__":

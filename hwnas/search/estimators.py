@@ -48,6 +48,12 @@ class Estimator(ABC):
         state["_cache"] = {}  # workers load their own data
         return state
 
+    @classmethod
+    def create(cls, train_config: TrainConfig | None = None, space_id: str = "proxyless", **common) -> Estimator:
+        """The estimator from a search's settings (``common``: data, resolution, seed, limit); those that
+        train take ``train_config``, those that build a supernet the space."""
+        return cls(**common)
+
     def prepare(self) -> None:
         """One-time work done where the search runs, before evaluations are shipped anywhere (none by default)."""
         return None
@@ -61,6 +67,10 @@ class Estimator(ABC):
 class TrainEstimator(Estimator):
     config: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3))
     name: ClassVar[str] = "train"
+
+    @classmethod
+    def create(cls, train_config: TrainConfig | None = None, space_id: str = "proxyless", **common) -> Estimator:
+        return cls(**common, config=train_config or TrainConfig(epochs=3, seed=common["seed"]))
 
     def score(self, arch: Arch) -> float:
         model = build_for(arch, self.dataset.classes, self.config.seed)
@@ -106,6 +116,11 @@ class SupernetEstimator(Estimator):
     bn_batches: int = 4
     name: ClassVar[str] = "supernet"
 
+    @classmethod
+    def create(cls, train_config: TrainConfig | None = None, space_id: str = "proxyless", **common) -> Estimator:
+        cfg = train_config or TrainConfig(epochs=5, seed=common["seed"])
+        return cls(**common, config=replace(cfg, seed=common["seed"]), space_id=space_id)
+
     @property
     def supernet(self):
         if "supernet" not in self._cache:
@@ -134,17 +149,11 @@ class SupernetEstimator(Estimator):
 
 
 ESTIMATORS: Registry[type[Estimator]] = Registry("estimator")
-for _name, _cls in (("train", TrainEstimator), ("naswot", NaswotEstimator), ("supernet", SupernetEstimator)):
-    ESTIMATORS.register(_name)(_cls)
+for _cls in (TrainEstimator, NaswotEstimator, SupernetEstimator):
+    ESTIMATORS.register(_cls.name)(_cls)
 
 
 def make_estimator(name: str, *, data: str, resolution: int, seed: int, train_config: TrainConfig | None = None,
                    limit: int | None = None, space_id: str = "proxyless") -> Estimator:
-    cls = ESTIMATORS.get(name)
-    kw = {"data": data, "resolution": resolution, "seed": seed, "limit": limit}
-    if cls is TrainEstimator:
-        return cls(**kw, config=train_config or TrainConfig(epochs=3, seed=seed))
-    if cls is SupernetEstimator:
-        cfg = train_config or TrainConfig(epochs=5, seed=seed)
-        return cls(**kw, config=replace(cfg, seed=seed), space_id=space_id)
-    return cls(**kw)
+    return ESTIMATORS.get(name).create(train_config, space_id, data=data, resolution=resolution, seed=seed,
+                                       limit=limit)

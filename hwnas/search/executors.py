@@ -27,6 +27,12 @@ def _score(estimator, arch: str) -> float:
 class Executor:
     name = "local"
 
+    @classmethod
+    def create(cls, address: str | None = None) -> Executor:
+        """The executor for a search's ``--address`` (checked first: :func:`check_address`)."""
+        check_address(cls.name, address)
+        return cls()
+
     def map(self, estimator, archs: list[str]) -> list[float]:
         return [float(estimator.score(Arch.parse(a))) for a in archs]
 
@@ -39,6 +45,11 @@ class RayExecutor(Executor):
     None starts a local one."""
 
     name = "ray"
+
+    @classmethod
+    def create(cls, address: str | None = None) -> Executor:
+        check_address(cls.name, address)
+        return cls(address)
 
     def __init__(self, address: str | None = None, cpus_per_task: float = 1.0) -> None:
         probe(address)  # before Ray, which would wait on a dead address far longer than anyone does
@@ -101,6 +112,4 @@ EXECUTORS.register(RayExecutor.name)(RayExecutor)
 
 
 def make_executor(name: str, address: str | None = None) -> Executor:
-    cls = EXECUTORS.get(name)
-    check_address(name, address)
-    return cls(address) if cls is RayExecutor else cls()
+    return EXECUTORS.get(name).create(address)

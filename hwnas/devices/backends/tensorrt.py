@@ -45,10 +45,11 @@ TRTEXEC_TIMEOUT_S = 3600  # an engine build of a large net takes minutes; an hou
 PRECISION_FLAGS = {"fp16": ["--fp16"], "int8": ["--int8"], "fp32": []}
 
 
-def run_trtexec(trtexec: str, *args: str, timeout: float = TRTEXEC_TIMEOUT_S) -> str:
-    """``trtexec ARGS``, its stdout; a failure names the command to run by hand."""
+def run_trtexec(trtexec: str, *args: str, timeout: float | None = None) -> str:
+    """``trtexec ARGS``, its stdout (within ``timeout``, by default :data:`TRTEXEC_TIMEOUT_S`); a failure names
+    the command to run by hand."""
     cmd = [trtexec, *args]
-    proc = run_tool(cmd, timeout=timeout, what="trtexec",
+    proc = run_tool(cmd, timeout=TRTEXEC_TIMEOUT_S if timeout is None else timeout, what="trtexec",
                     fix="check the GPU (nvidia-smi) and run the same trtexec command by hand; set options.trtexec "
                         "(or --trtexec) to trtexec's path if it is not on PATH")
     if proc.returncode != 0:
@@ -58,14 +59,16 @@ def run_trtexec(trtexec: str, *args: str, timeout: float = TRTEXEC_TIMEOUT_S) ->
 
 
 def build_engine(module: torch.nn.Module, input_shape: tuple[int, ...], path: Path, precision: str,
-                 trtexec: str = "trtexec", workspace_mb: int | None = None) -> None:
-    """A TensorRT engine at ``path``, built by ``trtexec`` from the module's ONNX export."""
+                 trtexec: str = "trtexec", workspace_mb: int | None = None, profiled: bool = False) -> None:
+    """A TensorRT engine at ``path``, built by ``trtexec`` from the module's ONNX export; ``profiled`` keeps the
+    per-layer detail the backend's profiling reads (a larger engine than one shipped)."""
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp, "model.onnx")
         export_onnx(module, input_shape, onnx_path)
         pool = [f"--memPoolSize=workspace:{workspace_mb}M"] if workspace_mb else []
-        run_trtexec(trtexec, f"--onnx={onnx_path}", f"--saveEngine={path}", "--skipInference", *pool,
-                    "--profilingVerbosity=detailed", *PRECISION_FLAGS[precision])
+        detail = ["--profilingVerbosity=detailed"] if profiled else []
+        run_trtexec(trtexec, f"--onnx={onnx_path}", f"--saveEngine={path}", "--skipInference", *pool, *detail,
+                    *PRECISION_FLAGS[precision])
 
 
 class _TrtexecSession(Session):
@@ -147,7 +150,7 @@ class TensorRTBackend(Backend):
 
     def _prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
         build_engine(module, input_shape, path, self.device.precision, self.device.option("trtexec", "trtexec"),
-                     workspace_mb=int(self.device.option("workspace_mb", 1024)))
+                     workspace_mb=int(self.device.option("workspace_mb", 1024)), profiled=True)
 
     def _load(self, artifact: Artifact) -> Session:
         return _TrtexecSession(self, artifact.path)
