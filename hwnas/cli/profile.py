@@ -31,6 +31,8 @@ def profile(
     spread_limit: float = typer.Option(1.3, parser=positive,
                                        help="Re-measure entries whose p90/median exceeds this (more than 1)."),
     seed: int = typer.Option(0, parser=non_negative_int, help="Seed of the measurement order."),
+    jobs: int = typer.Option(1, "--jobs", "-j", parser=positive_int,
+                             help="Processes converting blocks in parallel (before any timing)."),
     quiet: Quiet = False,
     serial: list[str] = typer.Option(None, "--serial", help="Phone serial(s) to use (default: all attached)."),
     benchmark_model: str = typer.Option(None, "--benchmark-model", help="Host path of benchmark_model (phones)."),
@@ -46,8 +48,11 @@ def profile(
     if model is not None and (space, resolution, width) != (None, None, None):
         raise ConfigError("--model profiles that model's own blocks; --space, --resolution and --width do not apply.",
                           "pass either --model MODEL.onnx or --space (with its --resolution/--width), not both")
+    if model is not None and jobs > 1:
+        raise ConfigError("--jobs converts a search space's blocks in parallel; a --model's blocks are cut from the "
+                          "ONNX file and need no conversion.", "drop --jobs")
     options = ProfileOptions(settings=MeasureSettings.at_least(warmup, min_runs, min_seconds), rounds=rounds,
-                             spread_limit=spread_limit, seed=seed)
+                             spread_limit=spread_limit, seed=seed, jobs=jobs)
     dev = get_device(device)
     phone_only = {"--serial": serial or None, "--benchmark-model": benchmark_model}
     given = [flag for flag, value in phone_only.items() if value is not None]

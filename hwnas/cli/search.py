@@ -55,6 +55,9 @@ def search(
                                          help="Epochs per candidate (train estimator)."),
     search_epochs: int = typer.Option(6, "--search-epochs", parser=positive_int,
                                       help="ProxylessNAS: supernet epochs (2 of warm-up)."),
+    loss: str = typer.Option("mul", "--loss", help="ProxylessNAS: mul, CE·α·(log LAT / log T)^β (needs T > 1 ms), "
+                                                   "or add, CE + λ·LAT / T."),
+    lam: float = typer.Option(0.1, "--lam", parser=non_negative, help="ProxylessNAS: λ of --loss add."),
     hard: bool = typer.Option(False, "--hard", help="MnasNet: the hard constraint (α = 0, β = −1)."),
     batch_size: int = typer.Option(64, "--batch-size", parser=positive_int, help="Training batch size."),
     lr: float = typer.Option(0.05, "--lr", parser=positive, help="Learning rate (cosine decay)."),
@@ -78,7 +81,7 @@ def search(
     path = _table_for(device, table, space, resolution, width, tables)
     options: dict = {}
     if strategy == "proxyless":
-        options = {"epochs": search_epochs, "warmup_epochs": min(2, search_epochs)}
+        options = {"epochs": search_epochs, "warmup_epochs": min(2, search_epochs), "loss": loss, "lam": lam}
     elif strategy == "mnas":
         options = {"hard": hard}
     cfg = SearchConfig(table=str(path), strategy=strategy, latency_ms=latency_ms, memory_mb=memory_mb,

@@ -31,13 +31,14 @@ import numpy as np
 from pydantic import Field
 
 from hwnas.core.atomic import atomic_write_text
-from hwnas.core.errors import ConfigError, MeasurementError
+from hwnas.core.errors import ConfigError
 from hwnas.core.progress import ProgressBars
 from hwnas.core.schema import NonNegativeInt, PositiveInt, settings
 from hwnas.cost.model import CALIBRATION_SPREAD, CostModel
 from hwnas.devices.backends.base import MeasureSettings, pool_rounds
 from hwnas.devices.registry import Device
 from hwnas.measure.checkpoint import Checkpoint
+from hwnas.measure.convert import Recipe, convert_in_parallel, net_module
 from hwnas.measure.memprobe import PROBES, measure_activation_memory
 from hwnas.measure.pool import Pool, Unit, round_jobs
 from hwnas.spaces.arch import Arch, sample_choices
@@ -148,32 +149,6 @@ def _archs(model: CostModel, samples: int, seed: int) -> list[Arch]:
     return out
 
 
-def _convert(job: tuple[str, dict, str, int, tuple[int, ...]]) -> str:
-    """Worker: convert one whole net into the artifact cache (conversion is the slow part on LiteRT)."""
-    from hwnas.devices.registry import load_device_file
-
-    source, options, space_id, resolution, choices = job
-    device = load_device_file(Path(source)).with_options(**options)
-    arch = Arch(space_id, resolution, choices)
-    art = device.backend_instance().prepare(arch.build(), arch.space.input_shape, tag=f"net/{arch}")
-    return str(art.path)
-
-
-def _convert_parallel(device: Device, archs: list[Arch], jobs: int, advance) -> None:
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    work = [(device.source, dict(device.options), a.space_id, a.resolution, a.choices) for a in archs]
-    try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            for _ in pool.map(_convert, work):
-                advance()
-    except BrokenProcessPool:  # a worker killed (out of memory, most often): the nets it had are not converted
-        raise MeasurementError(f"a conversion worker died (of {jobs} running at once).",
-                               "rerun with fewer --jobs (or --jobs 1), adding --resume") from None
-
-
 @settings("validation settings", "correct that flag of hwnas table validate (--samples, --rounds, --fit-fraction, "
           "--seed, --jobs)")
 class ValidateOptions:
@@ -224,7 +199,8 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
     with ProgressBars(progress) as bars:
         advance = bars.task("convert", len(archs))
         if jobs > 1:  # fill the artifact cache in parallel; nothing is timed meanwhile
-            _convert_parallel(device, archs, jobs, advance)
+            convert_in_parallel(device, [Recipe(net_module, (a.space_id, a.resolution, a.choices),
+                                                a.space.input_shape, f"net/{a}") for a in archs], jobs, advance)
         artifacts = {}
         for a in archs:
             artifacts[str(a)] = backend.prepare(a.build(), model.space.input_shape, tag=f"net/{a}")

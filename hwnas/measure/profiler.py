@@ -25,6 +25,7 @@ from hwnas.core.stats import LatencyStats
 from hwnas.devices.backends.base import Artifact, Backend, MeasureSettings, RoundResult, common_fingerprint, pool_rounds
 from hwnas.devices.registry import Device
 from hwnas.measure.checkpoint import Checkpoint
+from hwnas.measure.convert import Recipe, convert_in_parallel, op_module
 from hwnas.measure.footprint import block_footprint
 from hwnas.measure.pool import Job, Pool, Unit, round_jobs
 from hwnas.spaces import FREE_OPS, SearchSpace
@@ -43,8 +44,10 @@ class ProfileOptions:
     rounds: PositiveInt = 3
     spread_limit: SpreadLimit = 1.3
     seed: NonNegativeInt = 0
+    jobs: PositiveInt = 1  # processes converting blocks side by side before any timing (not a measurement setting)
 
     def to_dict(self) -> dict:
+        """The settings the measurements depend on (in the table and the checkpoint; ``jobs`` is not one)."""
         return {**self.settings.to_dict(), "rounds": self.rounds, "spread_limit": self.spread_limit,
                 "seed": self.seed}
 
@@ -129,10 +132,15 @@ class Profiler:
         advance = bars.task("convert", len(keys) + 1)
         artifacts = {OVERHEAD: prepare_overhead(backend)}
         advance()
+        tags = {key: f"{self.space.name}/{key}" for key in keys}
+        if self.options.jobs > 1:  # fill the artifact cache in parallel; the loop below then finds every file
+            s = self.space
+            convert_in_parallel(self.device, [Recipe(op_module, (s.name, s.resolution, s.width, str(k)), input_shape(k),
+                                                     tags[k]) for k in keys], self.options.jobs, advance)
         for key in keys:
-            tag = f"{self.space.name}/{key}"
-            artifacts[str(key)] = backend.prepare(self.space.build_op(key), input_shape(key), tag=tag)
-            advance()
+            artifacts[str(key)] = backend.prepare(self.space.build_op(key), input_shape(key), tag=tags[key])
+            if self.options.jobs <= 1:
+                advance()
         return artifacts
 
     def _names(self) -> list[str]:

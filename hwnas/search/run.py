@@ -71,6 +71,11 @@ class SearchConfig:
             raise ConfigError("a search needs a budget.", "give --latency-ms and/or --memory-mb")
         if self.memory_mb is not None and not math.isfinite(self.memory_mb * MB):
             raise ConfigError(f"--memory-mb {self.memory_mb:g} is beyond any memory.", "give the budget in MB")
+        if (self.strategy == "proxyless" and self.options.get("loss", "mul") == "mul" and self.latency_ms is not None
+                and self.latency_ms <= 1.0):
+            raise ConfigError(f"ProxylessNAS's multiplicative loss needs a latency target above 1 ms (log T > 0), "
+                              f"got {self.latency_ms:g} ms.", "add --loss add (CE + λ·LAT / T) for sub-millisecond "
+                              "budgets")
         if self.strategy == "memnet" and self.memory_mb is None:
             raise ConfigError("the memnet strategy needs a memory bound.", "add --memory-mb")
         check_address(self.executor, self.address)
