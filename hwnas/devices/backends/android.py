@@ -28,6 +28,7 @@ from hwnas.core.schema import STRICT, NonNegative, Positive
 from hwnas.devices.backends.base import (
     Artifact,
     Backend,
+    FileBackend,
     MeasureSettings,
     RoundResult,
     Session,
@@ -142,7 +143,7 @@ class AndroidOptions(BaseModel):
     extra_flags: list[Annotated[str, Field(pattern=r"^--[A-Za-z0-9_]+(=[^\s;&|`$<>]*)?$")]] = []
 
 
-class AndroidBackend(Backend):
+class AndroidBackend(FileBackend):
     """Options (:class:`AndroidOptions`): ``adb``, ``benchmark_model`` (host path), ``use_xnnpack``, ``use_gpu``,
     ``taskset`` (mask), ``op_profiling``, ``report_peak_memory``, ``max_temp_c``, ``cooldown_max_s``,
     ``extra_flags``."""

@@ -2,9 +2,9 @@
 
 The base class owns the shared lifecycle (availability checks, the artifact cache, the timing loop and its
 statistics, memory reports, the fingerprint); a runtime writes ``_availability`` (what it needs, and the fix),
-``_prepare`` (module to file; a runtime that keeps modules in memory overrides ``prepare`` instead),
-``_load`` (file to :class:`Session`), and where it has them ``_memory_report``, ``units`` (several devices
-behind one descriptor), ``cache_salt`` and ``fingerprint`` additions (Polygraphy's layout).
+``_prepare`` (module to file, for a :class:`FileBackend`; a runtime that keeps modules in memory writes
+``prepare`` itself), ``_load`` (file to :class:`Session`), and where it has them ``_memory_report``, ``units``
+(several devices behind one descriptor), ``cache_salt`` and ``fingerprint`` additions (Polygraphy's layout).
 """
 
 from __future__ import annotations
@@ -239,41 +239,10 @@ class Backend(ABC):
             raise DeviceUnavailable(f"device '{self.device.name}' is not ready.", why)
 
     # -- prepare ------------------------------------------------------------------------------
+    @abstractmethod
     def prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], tag: str) -> Artifact:
-        """Convert ``module`` (eval mode) for this runtime, reusing a cached artifact.
-
-        The cache key covers ``tag``, the input shape, the module's structure (its repr) and weights, and the
-        converter's version: a changed block, or the same block with other weights, is converted again.
-        """
-        h = hashlib.sha256(f"{tag}|{input_shape}|{module!r}|{self.cache_salt()}".encode())
-        for tensor in module.state_dict().values():
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        digest = h.hexdigest()[:20]
-        path = cache_dir() / (self.cache_name or self.name) / f"{digest}{self.suffix}"
-        import torch
-
-        module = module.eval()
-        with torch.no_grad():
-            output_shape = tuple(module(torch.zeros(input_shape)).shape)
-        if not path.is_file():
-            cache_folder(path.parent.name)
-            try:  # an OSError (a full disk, the cache taken away mid-run) is an OutputError with the fix
-                atomic_write_with(path, lambda tmp: self._prepare(module, input_shape, tmp), fix=_CACHE_FIX)
-            except HwnasError:
-                raise
-            except Exception as exc:
-                raise MeasurementError(f"{self.name} could not convert '{tag}': {exc}",
-                                       "report this as a bug with the op key") from exc
-        return Artifact(path=path, input_shape=tuple(input_shape), output_shape=output_shape)
-
-    def cache_salt(self) -> str:
-        """What invalidates cached artifacts: the converter's version."""
-        return self.runtime_version()
-
-    def _prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
-        """Write the runtime's artifact of ``module`` to ``path``: every runtime that converts to a file does; one
-        that keeps modules in memory (torch_cuda) overrides :meth:`prepare` instead and never gets here."""
-        raise NotImplementedError(f"{type(self).__name__} converts no file: it overrides prepare()")
+        """``module`` (eval mode) made into what this runtime loads: a cached file (:class:`FileBackend`), or
+        the module itself where the runtime keeps modules in memory (torch_cuda)."""
 
     # -- load / time / run --------------------------------------------------------------------
     def load(self, artifact: Artifact) -> Session:
@@ -339,3 +308,43 @@ class Backend(ABC):
             "descriptor": {"description": dev.description, "connection": asdict(dev.connection),
                            "options": dict(dev.options)},
         }
+
+
+class FileBackend(Backend):
+    """A runtime that loads converted model files: :meth:`prepare` converts through :meth:`_prepare` into the
+    artifact cache, keyed so that a changed module or converter converts again."""
+
+    def prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], tag: str) -> Artifact:
+        """Convert ``module`` (eval mode) for this runtime, reusing a cached artifact.
+
+        The cache key covers ``tag``, the input shape, the module's structure (its repr) and weights, and the
+        converter's version: a changed block, or the same block with other weights, is converted again.
+        """
+        h = hashlib.sha256(f"{tag}|{input_shape}|{module!r}|{self.cache_salt()}".encode())
+        for tensor in module.state_dict().values():
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest = h.hexdigest()[:20]
+        path = cache_dir() / (self.cache_name or self.name) / f"{digest}{self.suffix}"
+        import torch
+
+        module = module.eval()
+        with torch.no_grad():
+            output_shape = tuple(module(torch.zeros(input_shape)).shape)
+        if not path.is_file():
+            cache_folder(path.parent.name)
+            try:  # an OSError (a full disk, the cache taken away mid-run) is an OutputError with the fix
+                atomic_write_with(path, lambda tmp: self._prepare(module, input_shape, tmp), fix=_CACHE_FIX)
+            except HwnasError:
+                raise
+            except Exception as exc:
+                raise MeasurementError(f"{self.name} could not convert '{tag}': {exc}",
+                                       "report this as a bug with the op key") from exc
+        return Artifact(path=path, input_shape=tuple(input_shape), output_shape=output_shape)
+
+    def cache_salt(self) -> str:
+        """What invalidates cached artifacts: the converter's version."""
+        return self.runtime_version()
+
+    @abstractmethod
+    def _prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
+        """Write the runtime's artifact of ``module`` to ``path`` (a temp path, renamed once complete)."""

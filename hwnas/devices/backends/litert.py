@@ -13,7 +13,7 @@ from hwnas.core.errors import MeasurementError
 from hwnas.core.lazy import available, require
 from hwnas.core.quiet import native_output_captured
 from hwnas.core.schema import STRICT
-from hwnas.devices.backends.base import Artifact, Backend, Session
+from hwnas.devices.backends.base import Artifact, FileBackend, Session
 
 if TYPE_CHECKING:
     import torch
@@ -96,7 +96,7 @@ class LiteRTOptions(BaseModel):
     use_xnnpack: bool = True
 
 
-class LiteRTBackend(Backend):
+class LiteRTBackend(FileBackend):
     """ai-edge-litert's Interpreter. Options: ``use_xnnpack`` (default true)."""
 
     name = "litert"

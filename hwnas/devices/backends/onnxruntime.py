@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from hwnas.core.lazy import available, require
 from hwnas.core.schema import STRICT
-from hwnas.devices.backends.base import Artifact, Backend, Session
+from hwnas.devices.backends.base import Artifact, FileBackend, Session
 
 if TYPE_CHECKING:
     import torch
@@ -56,7 +56,7 @@ class OnnxRuntimeOptions(BaseModel):
     graph_optimization_level: Literal[tuple(_LEVELS)] = "all"  # type: ignore[valid-type]
 
 
-class OnnxRuntimeBackend(Backend):
+class OnnxRuntimeBackend(FileBackend):
     """ONNX Runtime CPU execution provider. Options: ``graph_optimization_level`` (all|extended|basic|disable)."""
 
     name = "onnxruntime"

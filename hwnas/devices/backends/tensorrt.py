@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from hwnas.core.errors import HwnasError, MeasurementError
 from hwnas.core.lazy import available, require
 from hwnas.core.schema import STRICT, PositiveInt
-from hwnas.devices.backends.base import Artifact, Backend, MeasureSettings, RoundResult, Session, run_tool
+from hwnas.devices.backends.base import Artifact, FileBackend, MeasureSettings, RoundResult, Session, run_tool
 from hwnas.devices.backends.onnxruntime import export_onnx
 from hwnas.devices.backends.parsers import trtexec
 
@@ -105,7 +105,7 @@ class TensorRTOptions(BaseModel):
     workspace_mb: PositiveInt = 1024
 
 
-class TensorRTBackend(Backend):
+class TensorRTBackend(FileBackend):
     name = "tensorrt"
     runtime = "tensorrt"
     extra = "tensorrt"
