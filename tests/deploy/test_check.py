@@ -167,8 +167,8 @@ def test_predict_refuses_a_table_of_another_host_unless_told(host_tables, model,
 
 
 def test_a_foreign_model_is_priced_block_by_block_after_profile_model(host_tables, tmp_path, capsys):
-    from test_onnxblocks import export as export_torch
-    from test_onnxblocks import small_mobilenet_v2
+    from onnx_models import export as export_torch
+    from onnx_models import small_mobilenet_v2
 
     foreign = export_torch(small_mobilenet_v2(), tmp_path / "mnv2.onnx")
     args = ["check", str(foreign), "--predict", "--max-latency-ms", "1000"]

@@ -4,7 +4,6 @@
 import numpy as np
 import onnx
 import pytest
-from test_onnxblocks import cbr, export, small_mobilenet_v2
 from torch import nn
 
 from conftest import ROOT, crash_timing_after, record_timing
@@ -19,6 +18,7 @@ from hwnas.measure.checkpoint import Checkpoint
 from hwnas.measure.profiler import ProfileOptions
 from hwnas.tables.table import Entry, Table
 from hwnas.tables.view import space_of
+from onnx_models import cbr, export, small_mobilenet_v2
 
 TINY = ProfileOptions(settings=MeasureSettings(warmup_runs=1, min_runs=3, min_seconds=0.0), rounds=2,
                       spread_limit=100.0)
