@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 
 from hwnas.cli._console import console, err_console
-from hwnas.cli._options import BudgetFile, Quiet
+from hwnas.cli._options import Amp, Augment, BudgetFile, Quiet, TrainDevice
 from hwnas.cli._types import non_negative_int, positive, positive_int
 
 
@@ -22,7 +22,11 @@ def pipeline(
                                     help="Architectures to evaluate [default: 40]."),
     epochs: int = typer.Option(None, "--epochs", parser=positive_int,
                                help="Epochs to train the chosen network [default: 10]."),
-    data: str = typer.Option(None, "--data", help="digits (built in), cifar10:DIR or imagefolder:DIR."),
+    data: str = typer.Option(None, "--data", help="digits (built in), cifar10:DIR, cifar100:DIR, mnist:DIR or "
+                             "imagefolder:DIR."),
+    augment: Augment = None,
+    train_device: TrainDevice = None,
+    amp: Amp = None,
     resolution: int = typer.Option(None, "--resolution", "-r", parser=positive_int,
                                    help="Space setting [default: 32]."),
     seed: int = typer.Option(None, "--seed", parser=non_negative_int, help="Seed of everything [default: 0]."),
@@ -39,14 +43,15 @@ def pipeline(
 
     flags = {"device": device, "latency_ms": latency_ms, "memory_mb": memory_mb, "strategy": strategy,
              "estimator": estimator, "evaluations": evaluations, "epochs": epochs, "data": data,
-             "resolution": resolution, "seed": seed, "tables": tables}
+             "resolution": resolution, "seed": seed, "tables": tables, "augment": augment,
+             "train_device": train_device, "amp": amp}
     cfg = (PipelineConfig.from_toml(config, **flags) if config
            else PipelineConfig(**{k: v for k, v in flags.items() if v is not None}))
     res = run_pipeline(cfg, out, budgets=load_budgets(budget) if budget else None, resume=resume, force=force,
                        progress=not quiet,
                        log=lambda m: err_console.print(f"[bold]pipeline[/] {escape(m)}"))
-    console.print(f"{'PASS' if res.passed else 'FAIL'}: {escape(res.arch)}, validation accuracy "
-                  f"{res.valid_accuracy:.4f}\n  latency measured {res.measured_ms:.3f} ms, predicted "
+    console.print(f"{'PASS' if res.passed else 'FAIL'}: {escape(res.arch)}, test accuracy {res.test_accuracy:.4f} "
+                  f"(validation {res.valid_accuracy:.4f})\n  latency measured {res.measured_ms:.3f} ms, predicted "
                   f"{res.predicted_ms:.3f} ms ({res.measured_ms / res.predicted_ms - 1:+.1%})\n"
                   f"  report: {escape(str(res.out / 'report.md'))} (and report.html)")
     raise typer.Exit(0 if res.passed else 1)

@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 
 from hwnas.cli._console import console, err_console
-from hwnas.cli._options import AllowForeignTable, Quiet, TablesDir
+from hwnas.cli._options import AllowForeignTable, Amp, Augment, Compile, Quiet, TablesDir, TrainDevice, Workers
 from hwnas.cli._types import non_negative, non_negative_int, positive, positive_int
 from hwnas.core.errors import ConfigError
 
@@ -46,7 +46,8 @@ def search(
     memory_mb: float = typer.Option(None, "--memory-mb", parser=positive,
                                     help="Memory budget: weights + peak activations as the runtime plans them (MB)."),
     estimator: str = typer.Option("naswot", "--estimator", help="Accuracy estimator: naswot, train or supernet."),
-    data: str = typer.Option("digits", "--data", help="digits (built in), cifar10:DIR or imagefolder:DIR."),
+    data: str = typer.Option("digits", "--data", help="digits (built in), cifar10:DIR, cifar100:DIR, mnist:DIR (IDX "
+                             "files: MNIST, Fashion-MNIST, KMNIST) or imagefolder:DIR."),
     evaluations: int = typer.Option(40, "--evaluations", "-n", parser=positive_int,
                                     help="Architectures to evaluate, at most."),
     epochs: int = typer.Option(10, "--epochs", parser=non_negative_int,
@@ -64,7 +65,13 @@ def search(
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9, nesterov) or adam."),
     label_smoothing: float = typer.Option(0.0, "--label-smoothing", parser=non_negative,
                                           help="Label smoothing of the training loss (0 ≤ value < 1)."),
-    limit: int = typer.Option(None, "--limit", parser=positive_int, help="Use at most this many images (quick runs)."),
+    limit: int = typer.Option(None, "--limit", parser=positive_int,
+                              help="Train and validate on at most this many images (quick runs; test stays whole)."),
+    augment: Augment = "auto",
+    train_device: TrainDevice = "auto",
+    amp: Amp = "auto",
+    workers: Workers = None,
+    compile: Compile = False,
     seed: int = typer.Option(0, "--seed", parser=non_negative_int,
                              help="Seed of everything: data split, sampling, training."),
     executor: str = typer.Option("local", "--executor", help="local (in this process) or ray."),
@@ -88,13 +95,19 @@ def search(
                        estimator=estimator, data=data, evaluations=evaluations, seed=seed,
                        estimator_epochs=estimator_epochs, final_epochs=epochs, batch_size=batch_size, lr=lr,
                        optimizer=optimizer, label_smoothing=label_smoothing,
-                       limit=limit, executor=executor, address=address, options=options,
+                       limit=limit, augment=augment, train_device=train_device, amp=amp, workers=workers,
+                       compile=compile, executor=executor, address=address, options=options,
                        device=device, allow_foreign_table=allow_foreign_table)
     result = run_search(cfg, out or Path("runs") / f"{strategy}-{seed}", resume=resume, force=force,
                         progress=not quiet, log=lambda m: err_console.print(f"[bold red]warning:[/] {escape(m)}"))
+    if not result.main:
+        return  # rank > 0 of a torchrun search: rank 0 reports
     c = result.candidate
+    splits = result.data.get("splits", {})
     console.print(f"best: {escape(str(result.arch))} (id {result.arch.id})\n"
                   f"  predicted latency {c.latency_ms:.3f} ms, memory {c.memory_bytes / 1e6:.2f} MB\n"
-                  f"  validation accuracy {result.valid_accuracy:.4f} (retrained {epochs} epochs)\n"
+                  f"  test accuracy {result.test_accuracy:.4f} ({splits.get('test')} test images), validation "
+                  f"{result.valid_accuracy:.4f} ({splits.get('valid')}) (retrained {epochs} epochs on "
+                  f"{splits.get('train')})\n"
                   f"  {result.evaluations} evaluations, {result.reused} reused; "
                   f"run directory {escape(str(result.run_dir))}")

@@ -34,8 +34,20 @@ class ProgressBars:
         if self.bar:
             self.bar.__exit__(*exc)
 
-    def task(self, description: str, total: int) -> Callable[[int], None]:
+    def task(self, description: str, total: int, transient: bool = False) -> Callable[[int], None]:
+        """A bar of ``total`` steps and the function that advances it; a ``transient`` bar goes when it is full
+        (one per trained candidate, say)."""
         if not self.bar:
             return lambda n=1: None
-        tid = self.bar.add_task(description, total=total)
-        return lambda n=1: self.bar.advance(tid, n)
+        bar = self.bar
+        tid = bar.add_task(description, total=total)
+
+        def advance(n: int = 1) -> None:
+            bar.advance(tid, n)
+            if transient and bar.tasks[bar.task_ids.index(tid)].finished:
+                bar.remove_task(tid)
+
+        return advance
+
+
+Tasks = Callable[[str, int], Callable[[int], None]]  # (description, total) → advance: a ProgressBars' task

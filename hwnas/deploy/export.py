@@ -92,7 +92,7 @@ class Source:
 
     def build(self) -> nn.Module:
         """The PyTorch reference network, in eval mode."""
-        from hwnas.search.train import build_for
+        from hwnas.learn.loop import build_for
 
         net = build_for(self.arch, self.classes, INIT_SEED)
         if self.state_dict is not None:

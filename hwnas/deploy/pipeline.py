@@ -32,7 +32,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
@@ -79,6 +79,9 @@ class PipelineConfig:
     tables: str = "latency_tables"
     calibration_samples: CalibrationSamples = 20  # 0 skips the calibration
     limit: PositiveInt | None = None  # use at most this many images (quick runs)
+    augment: Literal["auto", "flip-crop", "crop", "none"] = "auto"
+    train_device: str = "auto"  # where the networks train (the device measured is `device`)
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     margin: Margin = 0.05  # the search aims this far under each budget, for the measurement noise
 
     def search_budget(self) -> tuple[float | None, float | None]:
@@ -90,6 +93,9 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.latency_ms is None and self.memory_mb is None:
             raise ConfigError("the pipeline needs a budget.", "give --latency-ms and/or --memory-mb")
+        from hwnas.learn.runtime import check_device
+
+        check_device(self.train_device)
 
     @classmethod
     def from_toml(cls, path: Path, **overrides) -> PipelineConfig:
@@ -108,6 +114,7 @@ class PipelineResult:
     out: Path
     arch: str
     valid_accuracy: float
+    test_accuracy: float
     predicted_ms: float
     measured_ms: float
     passed: bool
@@ -238,9 +245,11 @@ def run_pipeline(cfg: PipelineConfig, out: Path, *, budgets: Budgets | None = No
             latency_ms, memory_mb = cfg.search_budget()
             sc = SearchConfig(table=str(out / "table.json"), strategy=cfg.strategy, latency_ms=latency_ms,
                               memory_mb=memory_mb, estimator=cfg.estimator, data=cfg.data,
-                              evaluations=cfg.evaluations, seed=cfg.seed, final_epochs=cfg.epochs, limit=cfg.limit)
+                              evaluations=cfg.evaluations, seed=cfg.seed, final_epochs=cfg.epochs, limit=cfg.limit,
+                              augment=cfg.augment, train_device=cfg.train_device, amp=cfg.amp)
             res = run_search(sc, out / "search", resume=(out / "search").exists(), progress=progress)
-            info = {"arch": str(res.arch), "valid_accuracy": res.valid_accuracy,
+            info = {"arch": str(res.arch), "valid_accuracy": res.valid_accuracy, "test_accuracy": res.test_accuracy,
+                    "splits": res.data.get("splits", {}), "test_split": res.data.get("test_split"),
                     "predicted_ms": res.candidate.latency_ms}
         elif step == "export":
             model = export(resolve_source(str(out / "search")), fmt, model_path)
@@ -254,4 +263,5 @@ def run_pipeline(cfg: PipelineConfig, out: Path, *, budgets: Budgets | None = No
             info = {"report": str(write_pipeline_report(out, state.done, limits))}
         state.finish(step, {**info, "seconds": round(time.perf_counter() - started, 1)})
     s, v = state.done["search"], state.done["verify"]
-    return PipelineResult(out, s["arch"], s["valid_accuracy"], v["predicted_ms"], v["measured_ms"], v["passed"])
+    return PipelineResult(out, s["arch"], s["valid_accuracy"], s["test_accuracy"], v["predicted_ms"],
+                          v["measured_ms"], v["passed"])

@@ -33,7 +33,12 @@ def _sections(out: Path, done: dict, limits: Limits) -> list[tuple[str, list[str
     s = done["search"]
     sections.append(("Search", [
         f"budget: {limits.describe()}",
-        f"best `{s['arch']}`: predicted {s['predicted_ms']:.3f} ms, validation accuracy {s['valid_accuracy']:.4f}",
+        f"best `{s['arch']}`: predicted {s['predicted_ms']:.3f} ms",
+        f"test accuracy {s['test_accuracy']:.4f} on the test split ({s['splits'].get('test')} images, "
+        f"{s['test_split']}): no search decision saw it",
+        f"validation accuracy {s['valid_accuracy']:.4f} on the validation split ({s['splits'].get('valid')} images): "
+        "every candidate score and the choice of the answer came from it; weights learned on "
+        f"{s['splits'].get('train')} training images",
         "details: `search/summary.md`, every candidate in `search/candidates.jsonl`"], "search/pareto.png"))
     e = done["export"]
     parity = e.get("parity") or {}
@@ -49,7 +54,8 @@ def _sections(out: Path, done: dict, limits: Limits) -> list[tuple[str, list[str
     for kind in ("random", "real"):
         if kind in v["parity"]:
             p = v["parity"][kind]
-            lines.append(f"parity on {kind} inputs: {'pass' if p['passed'] else 'FAIL'} "
+            where = "random inputs" if kind == "random" else f"real {p.get('split', 'test')}-split images"
+            lines.append(f"parity on {where}: {'pass' if p['passed'] else 'FAIL'} "
                          f"(max |Δ| {p['max_abs_error']:.2e}, top-1 agreement {p['top1_agreement']:.1%})")
     if "activation_bytes" in v["memory"]:
         lines.append(f"memory {v['memory']['measured_total_bytes'] / 1e6:.2f} MB "

@@ -3,7 +3,7 @@
 1. The model file is loaded as untrusted input (:mod:`hwnas.foreign.modelfile`) and must suit the device's runtime
    (``.onnx`` for ONNX Runtime, ``.tflite`` for LiteRT and phones, ``.engine`` for TensorRT).
 2. Parity: the PyTorch reference the model was exported from (its hwnas metadata names it; or
-   ``reference``) and the model run on seeded random inputs and on real validation images, compared with
+   ``reference``) and the model run on seeded random inputs and on real test-split images, compared with
    the precision's tolerance (:mod:`hwnas.deploy.parity`); top-1 agreement on the real images. Runtimes that only
    time (a phone's ``benchmark_model``, ``trtexec``) are compared on the host runtime of the same file.
 3. Latency: the device's timing loop in consecutive rounds of the one model, pooled with the profiler's statistics.
@@ -84,18 +84,20 @@ def check_parity(source: Source, path: Path, device_session, shape: tuple[int, .
         ref = np.stack([module(torch.from_numpy(x)).numpy() for x in xs])
     out["random"] = compare(ref, _outputs(session, xs), precision).to_dict()
     if data:
-        from hwnas.search.data import load
+        from hwnas.learn.data import load
 
         ds = load(data, shape[-1], seed=seed)
-        images = ds.valid.x[:real_images].numpy()
+        test_x, test_y = ds.test.head(real_images)  # the test split: images no search decision saw
+        images = test_x.numpy()
         xs = [images[i:i + shape[0]] for i in range(0, len(images) - shape[0] + 1, shape[0])]
         with torch.no_grad():
             ref = np.stack([module(torch.from_numpy(x)).numpy() for x in xs])
         got = _outputs(session, xs)
         out["real"] = compare(ref, got, precision, need_top1=0.99).to_dict()
-        labels = ds.valid.y[:len(xs) * shape[0]].numpy()
+        labels = test_y[:len(xs) * shape[0]].numpy()
         out["real"]["accuracy"] = float(np.mean(got.reshape(-1, got.shape[-1]).argmax(-1) == labels))
         out["real"]["data"] = data
+        out["real"]["split"] = "test"
     return out
 
 
@@ -153,7 +155,7 @@ def verify(model: Path, device: Device, *, table: Path | None = None, tables: Pa
            data: str | None = "digits", real_images: int = 256, settings: MeasureSettings = DEFAULT_SETTINGS,
            rounds: int = 9, seed: int = 0, memory: bool = True, out: Path | None = None,
            allow_foreign: bool = False) -> VerifyReport:
-    from hwnas.search.data import check_spec
+    from hwnas.learn.data import check_spec
 
     model = Path(model)
     if data is not None:

@@ -4,7 +4,7 @@ All map architectures to a score where higher is better, and are plain picklable
 settings; data and models load lazily in the process that evaluates), so an executor can ship them to
 workers.
 
-- ``train``: train each architecture briefly (:mod:`hwnas.search.train`); the score is validation accuracy.
+- ``train``: train each architecture briefly (:mod:`hwnas.learn.loop`); the score is validation accuracy.
 - ``supernet``: train one weight-sharing supernet once with uniform single-path sampling (SPOS), then score
   each architecture by the validation accuracy of its path with inherited weights, BatchNorm statistics
   recomputed on training batches first.
@@ -22,9 +22,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from hwnas.core.progress import Tasks
 from hwnas.core.registry import Registry
-from hwnas.search.data import Dataset, load
-from hwnas.search.train import TrainConfig, build_for, evaluate, train
+from hwnas.learn.data import Dataset, load
+from hwnas.learn.loop import TrainConfig, build_for, evaluate, train
+from hwnas.learn.runtime import cpu_contiguous
 from hwnas.spaces.arch import Arch
 
 
@@ -34,23 +36,27 @@ class Estimator(ABC):
     resolution: int = 32
     seed: int = 0
     limit: int | None = None  # cap on images (quick runs)
+    augment: str = "auto"  # training augmentation (hwnas.learn.transforms)
     name: ClassVar[str] = ""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    progress: Tasks | None = field(default=None, repr=False, compare=False)  # bars for training, where shown
 
     @property
     def dataset(self) -> Dataset:
         if "data" not in self._cache:
-            self._cache["data"] = load(self.data, self.resolution, seed=self.seed, limit=self.limit)
+            self._cache["data"] = load(self.data, self.resolution, seed=self.seed, limit=self.limit,
+                                       augment=self.augment)
         return self._cache["data"]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_cache"] = {}  # workers load their own data
+        state["progress"] = None  # a display stays where it is shown
         return state
 
     @classmethod
     def create(cls, train_config: TrainConfig | None = None, space_id: str = "proxyless", **common) -> Estimator:
-        """The estimator from a search's settings (``common``: data, resolution, seed, limit); those that
+        """The estimator from a search's settings (``common``: data, resolution, seed, limit, augment); those that
         train take ``train_config``, those that build a supernet the space."""
         return cls(**common)
 
@@ -74,7 +80,7 @@ class TrainEstimator(Estimator):
 
     def score(self, arch: Arch) -> float:
         model = build_for(arch, self.dataset.classes, self.config.seed)
-        return train(model, self.dataset, self.config).valid_accuracy
+        return train(model, self.dataset, self.config, progress=self.progress, label=f"train {arch.id}").valid_accuracy
 
 
 @dataclass
@@ -83,7 +89,7 @@ class NaswotEstimator(Estimator):
     name: ClassVar[str] = "naswot"
 
     def score(self, arch: Arch) -> float:
-        x = self.dataset.train.x[:self.batch_size]
+        x, _ = self.dataset.train.evaluation().head(self.batch_size)
         model = build_for(arch, self.dataset.classes, self.seed)
         return naswot_score(model, x)
 
@@ -128,8 +134,8 @@ class SupernetEstimator(Estimator):
             from hwnas.spaces import space_from_id
 
             net = SuperNet(space_from_id(self.space_id, self.resolution), self.dataset.classes, seed=self.seed)
-            train_single_path(net, self.dataset, self.config)
-            self._cache["supernet"] = net
+            train_single_path(net, self.dataset, self.config, progress=self.progress)
+            self._cache["supernet"] = self.config.runtime().place(net)  # scored where it trained
         return self._cache["supernet"]
 
     def prepare(self) -> None:
@@ -138,14 +144,17 @@ class SupernetEstimator(Estimator):
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         if "supernet" in self._cache:
-            state["_cache"] = {"supernet": self._cache["supernet"]}
+            import copy
+
+            state["_cache"] = {"supernet": cpu_contiguous(copy.deepcopy(self._cache["supernet"]))}
         return state
 
     def score(self, arch: Arch) -> float:
-        net = self.supernet
+        rt = self.config.runtime()
+        net = rt.place(self.supernet)
         net.fix(arch.choices)
-        net.recalibrate_bn(self.dataset.train, batches=self.bn_batches, batch_size=self.config.batch_size)
-        return evaluate(net, self.dataset.valid)
+        net.recalibrate_bn(self.dataset.train, batches=self.bn_batches, batch_size=self.config.batch_size, runtime=rt)
+        return evaluate(net, self.dataset.valid, rt)
 
 
 ESTIMATORS: Registry[type[Estimator]] = Registry("estimator")
@@ -154,6 +163,6 @@ for _cls in (TrainEstimator, NaswotEstimator, SupernetEstimator):
 
 
 def make_estimator(name: str, *, data: str, resolution: int, seed: int, train_config: TrainConfig | None = None,
-                   limit: int | None = None, space_id: str = "proxyless") -> Estimator:
+                   limit: int | None = None, space_id: str = "proxyless", augment: str = "auto") -> Estimator:
     return ESTIMATORS.get(name).create(train_config, space_id, data=data, resolution=resolution, seed=seed,
-                                       limit=limit)
+                                       limit=limit, augment=augment)

@@ -17,24 +17,25 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
 
-from hwnas.core.atomic import atomic_write_text
 from hwnas.core.errors import ConfigError
 from hwnas.core.progress import ProgressBars
 from hwnas.core.schema import NonNegativeInt, Positive, PositiveInt, settings
 from hwnas.cost.model import CostModel
+from hwnas.learn.data import Dataset, check_spec
+from hwnas.learn.distributed import barrier, world
+from hwnas.learn.loop import TrainConfig, build_for, evaluate, train
+from hwnas.learn.runtime import cpu_contiguous
 from hwnas.search import STRATEGIES
 from hwnas.search.base import Candidate, SearchContext
 from hwnas.search.budget import MB, Budget, Feasibility
-from hwnas.search.data import check_spec
 from hwnas.search.estimators import ESTIMATORS, make_estimator
 from hwnas.search.executors import EXECUTORS, check_address, make_executor, probe
 from hwnas.search.runs import NOTES, FinalRow, RunDir, file_sha256, read_record
-from hwnas.search.train import TrainConfig, build_for, train
 from hwnas.spaces.arch import Arch
 from hwnas.tables.table import Table
 
@@ -59,6 +60,11 @@ class SearchConfig:
     optimizer: str = "sgd"
     label_smoothing: float = 0.0
     limit: PositiveInt | None = None
+    augment: Literal["auto", "flip-crop", "crop", "none"] = "auto"  # training augmentation (hwnas.learn.transforms)
+    train_device: str = "auto"  # where training runs (hwnas.learn.runtime): auto, cpu, cuda, cuda:N
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    workers: NonNegativeInt | None = None  # data-loading processes (None: as the runtime sees fit)
+    compile: bool = False  # torch.compile the networks that train
     executor: str = "local"
     address: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # strategy-specific keyword arguments
@@ -85,12 +91,13 @@ class SearchConfig:
 
     def train_config(self, epochs: int) -> TrainConfig:
         return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
-                           label_smoothing=self.label_smoothing, seed=self.seed)
+                           label_smoothing=self.label_smoothing, seed=self.seed, device=self.train_device,
+                           amp=self.amp, workers=self.workers, compile=self.compile)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         # where it runs, and how the table was checked, do not change the result: a run may resume without them
-        for key in ("executor", "address", "device", "allow_foreign_table"):
+        for key in ("executor", "address", "device", "allow_foreign_table", "train_device", "workers"):
             d.pop(key)
         return d
 
@@ -100,9 +107,12 @@ class SearchResult:
     arch: Arch
     candidate: Candidate
     valid_accuracy: float
+    test_accuracy: float
+    data: dict  # the splits' sizes and origin, normalization, augmentation (Dataset.describe)
     run_dir: Path
     evaluations: int
     reused: int
+    main: bool = True  # rank 0 (the one that writes and reports) of a torchrun search
 
 
 def _strategy(cfg: SearchConfig):
@@ -129,10 +139,13 @@ def check_table(cfg: SearchConfig, table: Table) -> str:
 
 def run_search(cfg: SearchConfig, out: Path, *, resume: bool = False, force: bool = False,
                progress: bool = True, log: Callable[[str], None] = lambda msg: None) -> SearchResult:
-    """Search, retrain the answer and write the run directory; ``log`` hears warnings (e.g. a foreign table)."""
+    """Search, retrain the answer and write the run directory; ``log`` hears warnings (e.g. a foreign table).
+
+    Under torchrun every rank runs this, in step; rank 0 writes the run directory and shows progress."""
     table = Table.load(Path(cfg.table))
     warning = check_table(cfg, table)
-    if warning:
+    place = world()
+    if warning and place.main:
         log(warning)
     model = CostModel(table)
     budget = Budget(cfg.latency_ms, cfg.memory_mb * MB if cfg.memory_mb is not None else None)
@@ -140,16 +153,22 @@ def run_search(cfg: SearchConfig, out: Path, *, resume: bool = False, force: boo
     feasibility.check_possible()  # before building anything
     probe(cfg.address)  # a cluster that is not there: said in seconds, before the run directory is written
     strategy = _strategy(cfg)
+    cfg.train_config(0).runtime()  # the training device exists (before anything is written)
     config = {**cfg.to_dict(), "space": model.space.id, "resolution": model.space.resolution,
               "table_sha256": file_sha256(Path(cfg.table)), "table_fingerprint": table.fingerprint,
               NOTES: {"table_warning": warning} if warning else {}}
-    run = RunDir.open(Path(out), config, resume=resume, force=force)
+    if place.main:
+        run = RunDir.open(Path(out), config, resume=resume, force=force)
+    barrier()  # the other ranks read what rank 0 opened (a shared file system across nodes)
+    if not place.main:
+        run = RunDir.open(Path(out), config, resume=resume, force=force, writer=False)
     est_cfg = cfg.train_config(cfg.estimator_epochs)
     estimator = make_estimator(cfg.estimator, data=cfg.data, resolution=model.space.resolution, seed=cfg.seed,
-                               train_config=est_cfg, limit=cfg.limit, space_id=model.space.id)
+                               train_config=est_cfg, limit=cfg.limit, space_id=model.space.id, augment=cfg.augment)
     executor = make_executor(cfg.executor, cfg.address)
     try:
-        with ProgressBars(progress) as bars:
+        with ProgressBars(progress and place.main) as bars:
+            estimator.progress = lambda what, total: bars.task(what, total, transient=True)
             ctx = SearchContext(feasibility, estimator, executor, run, seed=cfg.seed,
                                 progress=bars.task(f"search ({cfg.strategy})", cfg.evaluations),
                                 max_evaluations=cfg.evaluations)
@@ -163,33 +182,42 @@ def run_search(cfg: SearchConfig, out: Path, *, resume: bool = False, force: boo
             final = _final_training(cfg, arch, estimator.dataset, run, bars)
     finally:
         executor.close()
-    result = SearchResult(arch, cand, final, run.path, ctx.evaluations, ctx.reused)
+    result = SearchResult(arch, cand, final.valid_accuracy, final.test_accuracy, final.data, run.path,
+                          ctx.evaluations, ctx.reused, place.main)
     _write_outputs(run, cfg, model, result, ctx.history, budget, warning)
     return result
 
 
-def _final_training(cfg: SearchConfig, arch: Arch, data, run: RunDir, bars) -> float:
+def _final_training(cfg: SearchConfig, arch: Arch, data: Dataset, run: RunDir, bars: ProgressBars) -> FinalRow:
+    """The answer trained from scratch on train (valid after every epoch), then its accuracy on test: the one
+    split no search decision saw."""
     done = run.path / "final.json"
     if done.exists() and (run.path / "weights.pt").exists():
         saved = read_record(done, FinalRow, f"delete {done} (the answer is retrained on --resume), or pass --force "
                                             "to start the run over")
         if saved.arch == str(arch):
-            return saved.valid_accuracy
+            return saved
     tc = cfg.train_config(cfg.final_epochs)
-    advance = bars.task("retrain best", max(1, cfg.final_epochs))
+    rt = tc.runtime()
     net = build_for(arch, data.classes, cfg.seed)
-    res = train(net, data, tc, on_epoch=lambda e, row: advance())
+    res = train(net, data, tc, progress=bars.task, label="retrain best")
+    test_accuracy = evaluate(rt.place(net), data.test, rt)
+    cpu_contiguous(net)
+    record = {"arch": str(arch), "valid_accuracy": res.valid_accuracy, "test_accuracy": test_accuracy,
+              "history": res.history, "train": tc.to_dict(), "classes": data.classes, "data": data.describe(),
+              "runtime": rt.describe()}
     run.save_weights(net.state_dict())
-    run.write_json("final.json", {"arch": str(arch), "valid_accuracy": res.valid_accuracy, "history": res.history,
-                                  "train": tc.to_dict(), "classes": data.classes, "data": cfg.data})
-    return res.valid_accuracy
+    run.write_json("final.json", record)
+    return FinalRow.model_validate(record)
 
 
 def _write_outputs(run: RunDir, cfg: SearchConfig, model: CostModel, result: SearchResult,
                    history: list[Candidate], budget: Budget, warning: str = "") -> None:
     p = model.predict(result.arch, planned=False)  # params and MACs; memory and latency are the candidate's
     c = result.candidate  # the figures candidates.jsonl and the CLI report: one memory definition
+    splits = result.data.get("splits", {})
     best = {"arch": str(result.arch), "id": result.arch.id, "valid_accuracy": result.valid_accuracy,
+            "test_accuracy": result.test_accuracy, "splits": splits, "test_split": result.data.get("test_split"),
             "search_score": c.score, "reward": c.reward,
             "latency_ms": c.latency_ms, "weight_bytes": c.weight_bytes,
             "peak_activation_bytes": c.peak_activation_bytes, "memory_bytes": c.memory_bytes,
@@ -198,6 +226,8 @@ def _write_outputs(run: RunDir, cfg: SearchConfig, model: CostModel, result: Sea
     if warning:
         best["table_warning"] = warning
     run.write_json("best.json", best)
+    if not run.writer:
+        return
     pareto_plot(history, result, budget, run.path / "pareto.png", cfg.estimator)
     feasible = [h for h in history if h.feasible]
     lines = [f"# hwnas search: {cfg.strategy} on {model.table.fingerprint.get('device')}", ""]
@@ -205,16 +235,22 @@ def _write_outputs(run: RunDir, cfg: SearchConfig, model: CostModel, result: Sea
         lines += [f"**Warning: {warning}**", ""]
     lines += [f"- table: `{cfg.table}` ({model.space.id}@{model.space.resolution})",
               f"- budget: {budget.describe()}",
-              f"- estimator: {cfg.estimator} on `{cfg.data}`; {result.evaluations} evaluations "
+              f"- estimator: {cfg.estimator} on `{cfg.data}` (scores on valid); {result.evaluations} evaluations "
               f"({result.reused} reused from an earlier run), {len(history) - len(feasible)} proposals over budget",
               f"- best: `{result.arch}` (id {result.arch.id})",
               f"  - predicted latency {c.latency_ms:.3f} ms, memory {c.memory_bytes / MB:.2f} MB "
               f"(weights {c.weight_bytes / MB:.2f} + peak activations {c.peak_activation_bytes / MB:.2f}, "
               "as the runtime plans them)",
               f"  - {p.params / 1e6:.3f} M params, {p.macs / 1e6:.1f} M MACs",
-              f"  - validation accuracy after {cfg.final_epochs} epochs from scratch: {result.valid_accuracy:.4f}",
+              f"  - after {cfg.final_epochs} epochs from scratch on train ({splits.get('train')} images): "
+              f"**test accuracy {result.test_accuracy:.4f}** on test ({splits.get('test')} images, "
+              f"{result.data.get('test_split')}; no search decision saw it); validation accuracy "
+              f"{result.valid_accuracy:.4f} on valid ({splits.get('valid')} images, the split every search "
+              "decision saw)",
+              f"  - data `{cfg.data}`: augmentation {result.data.get('augment')}, normalized by the mean/std of "
+              "a training sample (final.json)",
               "", "![pareto](pareto.png)", ""]
-    atomic_write_text(run.path / "summary.md", "\n".join(lines))
+    run.write_text("summary.md", "\n".join(lines))
 
 
 def pareto_plot(history: list[Candidate], result: SearchResult, budget: Budget, path: Path, label: str) -> Path:

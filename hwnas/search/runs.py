@@ -3,6 +3,8 @@
     config.json        the resolved configuration, the table's fingerprint and SHA-256
     candidates.jsonl   every evaluated candidate, one JSON line each, flushed and fsynced as it is written
     state/             strategy checkpoints (atomic), e.g. the ProxylessNAS supernet between epochs
+    final.json         the answer's retraining: per-epoch history (loss, valid accuracy, images/s), valid and test
+                       accuracy, the data (splits, normalization, augmentation) and where it trained
     best.json          the best feasible architecture and its figures
     weights.pt         its trained weights (a state_dict; ``torch.load(..., weights_only=True)`` reads it)
     pareto.png         accuracy (or score) vs predicted latency, the budget line
@@ -51,6 +53,8 @@ class FinalRow(_Open):
 
     arch: str = Field(min_length=1, max_length=4096)
     valid_accuracy: float = Field(ge=0, le=1)
+    test_accuracy: float = Field(ge=0, le=1)
+    data: dict[str, Any]
 
 
 def read_record(path: Path, schema: type[BaseModel], fix: str = START_OVER) -> Any:
@@ -59,12 +63,20 @@ def read_record(path: Path, schema: type[BaseModel], fix: str = START_OVER) -> A
 
 
 class RunDir:
-    def __init__(self, path: Path) -> None:
+    """A run directory; ``writer`` False for the ranks of a torchrun search other than 0, which read it (to resume
+    in step) and write nothing."""
+
+    def __init__(self, path: Path, writer: bool = True) -> None:
         self.path = Path(path)
+        self.writer = writer
 
     @classmethod
-    def open(cls, path: Path, config: dict[str, Any], *, resume: bool, force: bool) -> RunDir:
-        run = cls(path)
+    def open(cls, path: Path, config: dict[str, Any], *, resume: bool, force: bool, writer: bool = True) -> RunDir:
+        """The run directory for ``config``, checked and (re)started; a reader (``writer`` False) opens it after
+        the writer did, as it is."""
+        run = cls(path, writer)
+        if not writer:
+            return run
         cfg_file = run.path / "config.json"
         if cfg_file.exists():
             if not (resume or force):
@@ -100,8 +112,10 @@ class RunDir:
             raise ConfigError(f"cannot read run file {path}: {exc.strerror or exc}.", START_OVER) from None
         lines = raw.splitlines(keepends=True)
         if lines and not lines[-1].endswith(b"\n"):  # the kill case: the last write was cut short
-            with open(path, "r+b") as f:
-                f.truncate(len(raw) - len(lines.pop()))
+            torn = lines.pop()
+            if self.writer:
+                with open(path, "r+b") as f:
+                    f.truncate(len(raw) - len(torn))
         rows = []
         for number, line in enumerate(lines, 1):
             source = f"run file {path}, line {number}"
@@ -117,6 +131,8 @@ class RunDir:
         return rows
 
     def append_candidate(self, row: dict) -> None:
+        if not self.writer:
+            return
         with open(self.candidates_file, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
@@ -127,10 +143,24 @@ class RunDir:
         return self.path / "state" / name
 
     def write_json(self, name: str, data: Any) -> Path:
-        atomic_write_text(self.path / name, json.dumps(data, indent=1))
+        if self.writer:
+            atomic_write_text(self.path / name, json.dumps(data, indent=1))
         return self.path / name
 
+    def write_text(self, name: str, text: str) -> Path:
+        if self.writer:
+            atomic_write_text(self.path / name, text)
+        return self.path / name
+
+    def write_bytes(self, path: Path, data: bytes) -> Path:
+        """``data`` atomically at ``path`` (in this run: a state file, say)."""
+        if self.writer:
+            atomic_write_bytes(path, data)
+        return path
+
     def save_weights(self, state_dict: dict, name: str = "weights.pt") -> Path:
+        if not self.writer:
+            return self.path / name
         import io
 
         import torch

@@ -14,8 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.search.data import Dataset, Split
-from hwnas.search.train import TrainConfig, init_weights, train
+from hwnas.learn.data import Dataset, ImageSet
+from hwnas.learn.loader import loader
+from hwnas.learn.loop import TrainConfig, init_weights, train
+from hwnas.learn.runtime import Runtime
 from hwnas.spaces import SearchSpace
 
 
@@ -84,29 +86,33 @@ class SuperNet(nn.Module):
         return nn.Sequential(*mods).eval()
 
     @torch.no_grad()
-    def recalibrate_bn(self, split: Split, batches: int = 4, batch_size: int = 64) -> None:
-        """Recompute BatchNorm statistics of the current path on training batches (weights shared across paths
-        leave statistics that fit no single path)."""
+    def recalibrate_bn(self, split: ImageSet, batches: int = 4, batch_size: int = 64,
+                       runtime: Runtime | None = None) -> None:
+        """Recompute BatchNorm statistics of the current path on training images, unaugmented (weights shared
+        across paths leave statistics that fit no single path). On ``runtime``'s device, where the net is."""
         bns = [m for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
         for m in bns:
             m.reset_running_stats()
             m.momentum = None  # a cumulative average over the batches below
         self.train()
-        for i, (x, _) in enumerate(split.batches(batch_size)):
-            if i >= batches:
-                break
-            self(x)
+        head = split.evaluation().subset(np.arange(min(len(split), batches * batch_size)))
+        rt = runtime or Runtime.create("cpu", "off", 0)
+        for x, _ in loader(head, batch_size, shuffle=False):
+            with rt.autocast():
+                self(rt.inputs(x))
         for m in bns:
             m.momentum = 0.1
         self.eval()
 
 
-def train_single_path(net: SuperNet, data: Dataset, cfg: TrainConfig) -> list[dict]:
-    """SPOS: each step trains one uniformly sampled path. Returns per-epoch loss and a random path's accuracy."""
+def train_single_path(net: SuperNet, data: Dataset, cfg: TrainConfig, progress=None) -> list[dict]:
+    """SPOS: each step trains one uniformly sampled path (the same on every rank: the seed is shared). Returns
+    per-epoch loss and a random path's accuracy."""
     rng = np.random.default_rng(cfg.seed)
     sizes = [len(m.candidates) for m in net.mixed]
 
     def sample_path() -> None:
         net.fix([rng.integers(n) for n in sizes])
 
-    return train(net, data, cfg, before_step=sample_path, before_eval=sample_path).history
+    return train(net, data, cfg, before_step=sample_path, before_eval=sample_path, progress=progress,
+                 label="supernet", unused_parameters=True).history

@@ -21,8 +21,8 @@ from hwnas.deploy.verify import verify
 from hwnas.devices.backends.base import MeasureSettings
 from hwnas.devices.backends.onnxruntime import OPSET
 from hwnas.devices.registry import get_device
+from hwnas.learn.loop import build_for
 from hwnas.search.runs import RunDir
-from hwnas.search.train import build_for
 from hwnas.spaces.arch import Arch
 from hwnas.tables.table import Table
 

@@ -126,8 +126,8 @@ def test_cli_impossible_budget_exits_2_with_the_smallest_latency(tmp_path):
 def test_supernet_estimator_trains_once_and_ships_its_weights():
     import pickle
 
+    from hwnas.learn.loop import TrainConfig
     from hwnas.search.estimators import SupernetEstimator
-    from hwnas.search.train import TrainConfig
 
     est = SupernetEstimator(data="digits", resolution=32, seed=0, limit=96, config=TrainConfig(epochs=1))
     est.prepare()

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.cost.model import CostModel
+from hwnas.learn.data import load
+from hwnas.learn.loop import build_for, train
 from hwnas.search import Budget, Feasibility
-from hwnas.search.data import load
 from hwnas.search.run import SearchConfig, run_search
-from hwnas.search.train import build_for, train
 from hwnas.spaces.arch import Arch
 from hwnas.tables.table import Table
 

@@ -23,20 +23,21 @@ latency loss left it over: the layer swaps that cost the least log-probability p
 from __future__ import annotations
 
 import io
-import math
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from hwnas.core.atomic import atomic_write_bytes
 from hwnas.core.schema import Finite, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt
+from hwnas.learn.data import Dataset, ImageSet
+from hwnas.learn.distributed import average_gradients
+from hwnas.learn.loader import loader
+from hwnas.learn.loop import TrainConfig, evaluate, make_optimizer, min_batch, steps_per_epoch
+from hwnas.learn.runtime import Runtime, cpu_contiguous
 from hwnas.search.base import SearchContext, Strategy, checked_options
-from hwnas.search.data import Dataset, Split
 from hwnas.search.objectives import proxyless_loss
 from hwnas.search.supernet import SuperNet
-from hwnas.search.train import TrainConfig, evaluate, make_optimizer
 from hwnas.spaces.arch import Arch, num_choices
 
 
@@ -68,20 +69,34 @@ class ProxylessSearch(Strategy):
     def probs(alpha: torch.Tensor) -> torch.Tensor:
         return torch.softmax(alpha, dim=1)
 
+    @property
+    def rt(self) -> Runtime:
+        """Where the supernet trains (the training settings' runtime; the CPU until :meth:`run` sets it)."""
+        if getattr(self, "_rt", None) is None:
+            self._rt = Runtime.create("cpu", "off", 0)
+        return self._rt
+
     def weight_step(self, net: SuperNet, alpha: torch.Tensor, x, y, opt, gen: torch.Generator,
-                    uniform: bool = False) -> float:
+                    uniform: bool = False, forward: nn.Module | None = None, global_count: int | None = None):
+        """One weight step on one sampled path; ``forward`` is the module to run (the DDP wrapper of ``net``
+        under torchrun), ``global_count`` the global batch's size (the loss is its mean however it is sliced).
+        Returns the summed loss as a tensor (no synchronization)."""
+        rt = self.rt
         with torch.no_grad():
             p = torch.isfinite(alpha).float() if uniform else self.probs(alpha)
             net.fix(torch.multinomial(p, 1, generator=gen)[:, 0].tolist())
         net.train()
         opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(net(x), y, label_smoothing=self.train_cfg.label_smoothing)
-        loss.backward()
+        with rt.autocast():
+            loss = nn.functional.cross_entropy((forward or net)(rt.inputs(x)), y.to(rt.device),
+                                               label_smoothing=self.train_cfg.label_smoothing, reduction="sum")
+        (loss * (rt.world.size / (global_count or len(y)))).backward()
         opt.step()
-        return loss.item()
+        return loss.detach()
 
     def arch_step(self, net: SuperNet, alpha: torch.Tensor, x, y, arch_opt, ctx: SearchContext, target: float,
                   gen: torch.Generator) -> float:
+        rt = self.rt
         p = self.probs(alpha)
         picks = []
         for layer, row in zip(net.mixed, p.detach()):
@@ -89,7 +104,7 @@ class ProxylessSearch(Strategy):
             idx = torch.multinomial(row, k, replacement=False, generator=gen).tolist()
             sub = row[idx] / row[idx].sum()
             active = int(torch.multinomial(sub, 1, generator=gen))
-            gates = torch.zeros(k)
+            gates = torch.zeros(k, device=rt.device)
             gates[active] = 1.0
             gates.requires_grad_(True)
             layer.gated = (idx, gates)
@@ -99,9 +114,11 @@ class ProxylessSearch(Strategy):
         for w in weights:  # the architecture step updates α only: no weight gradients are computed or stored
             w.requires_grad_(False)
         try:
-            ce = nn.functional.cross_entropy(net(x), y)
+            with rt.autocast():
+                ce = nn.functional.cross_entropy(net(rt.inputs(x)), y.to(rt.device)).float()
             kind, a, b, lam = self.loss
-            loss = proxyless_loss(ce, ctx.model.expected_latency(p), target, kind=kind, alpha=a, beta=b, lam=lam)
+            latency = ctx.model.expected_latency(p)
+            loss = proxyless_loss(ce.cpu(), latency, target, kind=kind, alpha=a, beta=b, lam=lam)
             arch_opt.zero_grad(set_to_none=True)
             loss.backward()
         finally:
@@ -113,8 +130,10 @@ class ProxylessSearch(Strategy):
             old = alpha.detach().clone()
             for i, (idx, gates) in enumerate(picks):  # Σ_j g_j p_j (δ_ij − p_i) = p_i (g_i − Σ_j g_j p_j)
                 pk = torch.softmax(old[i, idx], dim=0)
-                grad[i, idx] += pk * (gates.grad - (gates.grad * pk).sum())
+                g = gates.grad.cpu()
+                grad[i, idx] += pk * (g - (g * pk).sum())
             alpha.grad = grad
+        average_gradients([alpha], rt.device)  # each rank saw its slice of the batch: the mean, as one process
         arch_opt.step()
         with torch.no_grad():  # keep the paths that were not sampled at their probabilities
             for i, (idx, _) in enumerate(picks):
@@ -158,46 +177,72 @@ class ProxylessSearch(Strategy):
         ctx.feasibility.check_possible()
         est: Estimator = ctx.estimator
         data = est.dataset
-        wsplit, asplit = _split(data.train, self.arch_fraction, ctx.seed)
+        cfg = self.train_cfg
+        self._rt = rt = cfg.runtime()
+        wset, aset = _split(data.train, self.arch_fraction, ctx.seed)
         target = ctx.budget.latency_ms or float(ctx.feasibility.smallest()["latency_ms"]) * 2
         torch.manual_seed(ctx.seed)
         net, alpha = self.setup(ctx, data)
+        net = rt.place(net)
+        forward: nn.Module = net
+        if rt.world.parallel:  # the weight steps: one path per step, the same on every rank (a shared seed)
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [rt.device.index] if rt.device.type == "cuda" else None
+            forward = DistributedDataParallel(net, device_ids=ids, find_unused_parameters=True)
         gen = torch.Generator().manual_seed(ctx.seed)
-        steps = self.epochs * math.ceil(len(wsplit) / self.train_cfg.batch_size)
-        opt, sched = make_optimizer(net.parameters(), self.train_cfg, steps)
+        steps = self.epochs * steps_per_epoch(len(wset), cfg, rt.world.size)
+        opt, sched = make_optimizer(net.parameters(), cfg, steps)
         arch_opt = torch.optim.Adam([alpha], lr=self.arch_lr, betas=(0.0, 0.999), eps=1e-8)
         start = self._resume(ctx, net, alpha, opt, sched, arch_opt, gen)
-        for epoch in range(start, self.epochs):
-            search = epoch >= self.warmup
-            abatches = asplit.batches(self.train_cfg.batch_size, gen)
-            for step, (x, y) in enumerate(wsplit.batches(self.train_cfg.batch_size, gen)):
-                if len(y) < 2:
-                    continue
-                self.weight_step(net, alpha, x, y, opt, gen, uniform=not search)
-                sched.step()
-                if search and step % self.arch_every == 0:
-                    xa, ya = next(abatches, (None, None))
-                    if xa is None:
-                        abatches = asplit.batches(self.train_cfg.batch_size, gen)
-                        xa, ya = next(abatches)
-                    self.arch_step(net, alpha, xa, ya, arch_opt, ctx, target, gen)
-            derived = self.onto_budget(ctx, alpha, self.derive(alpha))
-            ctx.evaluate(derived[None], source=f"derived@epoch{epoch + 1}",
-                         scorer=lambda arch: _path_accuracy(net, arch, data))
-            self._checkpoint(ctx, epoch + 1, net, alpha, opt, sched, arch_opt, gen)
+        small = min_batch(rt.world.size)
+        batches = ctx.estimator.progress("supernet", max(1, (self.epochs - start) * steps // max(1, self.epochs))) \
+            if ctx.estimator.progress and rt.world.main else None
+
+        def arch_batches(epoch: int, restart: int):
+            return iter(loader(aset, cfg.batch_size, shuffle=True, seed=ctx.seed + 1, epoch=epoch * 1000 + restart,
+                               workers=rt.workers, world=rt.world, min_batch=small))
+
+        try:
+            for epoch in range(start, self.epochs):
+                search = epoch >= self.warmup
+                restart = 0
+                abatches = arch_batches(epoch, restart)
+                wl = loader(wset, cfg.batch_size, shuffle=True, seed=ctx.seed, epoch=epoch, workers=rt.workers,
+                            world=rt.world, min_batch=small)
+                sizes = [len(b) for b in wl.sampler.global_batches()]
+                for step, ((x, y), count) in enumerate(zip(wl, sizes)):
+                    self.weight_step(net, alpha, x, y, opt, gen, uniform=not search, forward=forward,
+                                     global_count=count)
+                    sched.step()
+                    if batches:
+                        batches(1)
+                    if search and step % self.arch_every == 0:
+                        xa, ya = next(abatches, (None, None))
+                        if xa is None:
+                            restart += 1
+                            abatches = arch_batches(epoch, restart)
+                            xa, ya = next(abatches)
+                        self.arch_step(net, alpha, xa, ya, arch_opt, ctx, target, gen)
+                derived = self.onto_budget(ctx, alpha, self.derive(alpha))
+                ctx.evaluate(derived[None], source=f"derived@epoch{epoch + 1}",
+                             scorer=lambda arch: _path_accuracy(net, arch, data, rt))
+                self._checkpoint(ctx, epoch + 1, net, alpha, opt, sched, arch_opt, gen)
+        finally:
+            cpu_contiguous(net)
         final = self.onto_budget(ctx, alpha, self.derive(alpha))
         self.final_probs = self.probs(alpha).detach().numpy()
         return Arch.of(ctx.space, final)
 
     # -- checkpoints --------------------------------------------------------------------------
     def _checkpoint(self, ctx, epoch, net, alpha, opt, sched, arch_opt, gen) -> None:
-        if ctx.run is None:
+        if ctx.run is None or not ctx.run.writer:
             return
         buf = io.BytesIO()
         torch.save({"epoch": epoch, "net": net.state_dict(), "alpha": alpha.detach(), "opt": opt.state_dict(),
                     "sched": sched.state_dict(), "arch_opt": arch_opt.state_dict(), "gen": gen.get_state(),
                     "rng": ctx.rng.bit_generator.state}, buf)
-        atomic_write_bytes(ctx.run.state_file("proxyless.pt"), buf.getvalue())
+        ctx.run.write_bytes(ctx.run.state_file("proxyless.pt"), buf.getvalue())
 
     def _resume(self, ctx, net, alpha, opt, sched, arch_opt, gen) -> int:
         path = ctx.run.state_file("proxyless.pt") if ctx.run is not None else None
@@ -216,15 +261,14 @@ class ProxylessSearch(Strategy):
         return int(state["epoch"])
 
 
-def _split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """Weight and architecture halves of the training split (deterministic)."""
-    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed + 1))
+def _split(split: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    """Weight and architecture parts of the training split (deterministic); both are training data."""
+    order = np.random.default_rng(seed + 1).permutation(len(split))
     n = max(2, int(len(split) * fraction))
-    a, w = order[:n], order[n:]
-    return Split(split.x[w], split.y[w]), Split(split.x[a], split.y[a])
+    return split.subset(np.sort(order[n:])), split.subset(np.sort(order[:n]))
 
 
-def _path_accuracy(net: SuperNet, arch: Arch, data: Dataset) -> float:
+def _path_accuracy(net: SuperNet, arch: Arch, data: Dataset, rt: Runtime) -> float:
     net.fix(arch.choices)
-    net.recalibrate_bn(data.train, batches=4)
-    return evaluate(net, data.valid)
+    net.recalibrate_bn(data.train, batches=4, runtime=rt)
+    return evaluate(net, data.valid, rt)
