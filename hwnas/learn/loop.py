@@ -38,7 +38,12 @@ from hwnas.spaces.arch import Arch
 
 OPTIMIZERS = ("sgd", "adam")
 Smoothing = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]  # 1 would make every target uniform
-EVAL_BATCH = 256
+EVAL_PIXELS = 256 * 32 * 32  # an evaluation batch holds about this many input pixels: 256 images at 32 px, 5 at 224
+
+
+def eval_batch(resolution: int) -> int:
+    """The evaluation batch at ``resolution`` when the caller gives none: activations, not images, fill memory."""
+    return max(4, min(256, EVAL_PIXELS // (resolution * resolution)))
 
 
 @settings("training settings", "correct it on the command line (--lr, --batch-size, --epochs, --optimizer, "
@@ -104,15 +109,17 @@ def build_for(arch: Arch, classes: int, seed: int = 0) -> nn.Module:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: ImageSet, runtime: Runtime | None = None, batch_size: int = EVAL_BATCH) -> float:
-    """Top-1 accuracy on ``split`` (no augmentation); under torchrun each rank counts its slice and the counts
-    are summed. The model stays where it is: pass the runtime it trains on (default: the CPU)."""
+def evaluate(model: nn.Module, split: ImageSet, runtime: Runtime | None = None, batch_size: int | None = None) -> float:
+    """Top-1 accuracy on ``split`` (no augmentation) in batches of ``batch_size`` (default: by resolution, see
+    :func:`eval_batch`); under torchrun each rank counts its slice and the counts are summed. The model stays
+    where it is: pass the runtime it trains on (default: the CPU)."""
     from hwnas.learn.distributed import all_sum
 
     rt = runtime or Runtime.create("cpu", "off", 0)
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=rt.device)
     count = 0
+    batch_size = batch_size or eval_batch(split.resolution)
     for x, y in loader(split.evaluation(), batch_size, shuffle=False, workers=rt.workers, world=rt.world,
                        pin=rt.device.type == "cuda"):
         with rt.autocast():
@@ -204,7 +211,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
     result = TrainResult(valid_accuracy=0.0)
     try:
         if cfg.epochs == 0:
-            result.valid_accuracy = evaluate(trainer.model, data.valid, rt)
+            result.valid_accuracy = evaluate(trainer.model, data.valid, rt, cfg.batch_size)
         for epoch in range(cfg.epochs):
             trainer.model.train()
             start, total, seen = time.perf_counter(), torch.zeros((), device=rt.device), 0
@@ -226,7 +233,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
                                   "lower the learning rate (--lr)")
             if before_eval:
                 before_eval()
-            acc = evaluate(trainer.model, data.valid, rt)
+            acc = evaluate(trainer.model, data.valid, rt, cfg.batch_size)
             row = {"epoch": epoch + 1, "loss": loss_sum / max(1, seen), "valid_accuracy": acc,
                    "seconds": round(seconds, 3), "images_per_s": round(seen / max(seconds, 1e-9), 1)}
             result.history.append(row)

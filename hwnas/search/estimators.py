@@ -88,20 +88,34 @@ class NaswotEstimator(Estimator):
     batch_size: int = 64
     name: ClassVar[str] = "naswot"
 
+    @classmethod
+    def create(cls, train_config: TrainConfig | None = None, space_id: str = "proxyless", **common) -> Estimator:
+        return cls(**common, batch_size=train_config.batch_size if train_config else 64)  # --batch-size: the kernel's
+
     def score(self, arch: Arch) -> float:
         x, _ = self.dataset.train.evaluation().head(self.batch_size)
         model = build_for(arch, self.dataset.classes, self.seed)
         return naswot_score(model, x)
 
 
+NASWOT_CHUNK = 1 << 18  # units per product: (64, 2^18) float32 is 64 MB, whatever the activation's size
+
+
 def naswot_score(model: nn.Module, x: torch.Tensor) -> float:
-    """log|det K_H| over the binary ReLU codes of the batch ``x`` (in train mode, as the paper scores)."""
+    """log|det K_H| over the binary ReLU codes of the batch ``x`` (in train mode, as the paper scores).
+
+    K_H[i, j] counts the units on which i and j agree: C C^T + (1 − C)(1 − C)^T = 2 C C^T − r_i − r_j + units,
+    with r the row sums of the codes C; the products run over chunks of units in float32 (exact below 2^24)."""
     n = len(x)
     kernel = torch.zeros(n, n, dtype=torch.float64)
 
     def hook(_module, _inp, out):
-        code = (out.detach().reshape(n, -1) > 0).double()
-        kernel.add_(code @ code.T + (1 - code) @ (1 - code).T)
+        flat = out.detach().reshape(n, -1)
+        units = flat.shape[1]
+        for start in range(0, units, NASWOT_CHUNK):
+            code = (flat[:, start:start + NASWOT_CHUNK] > 0).float()
+            rows = code.sum(dim=1, dtype=torch.float64)
+            kernel.add_(2 * (code @ code.T).double() - rows[:, None] - rows[None, :] + code.shape[1])
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
     try:
@@ -154,7 +168,7 @@ class SupernetEstimator(Estimator):
         net = rt.place(self.supernet)
         net.fix(arch.choices)
         net.recalibrate_bn(self.dataset.train, batches=self.bn_batches, batch_size=self.config.batch_size, runtime=rt)
-        return evaluate(net, self.dataset.valid, rt)
+        return evaluate(net, self.dataset.valid, rt, self.config.batch_size)
 
 
 ESTIMATORS: Registry[type[Estimator]] = Registry("estimator")

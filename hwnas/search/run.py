@@ -201,7 +201,7 @@ def _final_training(cfg: SearchConfig, arch: Arch, data: Dataset, run: RunDir, b
     rt = tc.runtime()
     net = build_for(arch, data.classes, cfg.seed)
     res = train(net, data, tc, progress=bars.task, label="retrain best")
-    test_accuracy = evaluate(rt.place(net), data.test, rt)
+    test_accuracy = evaluate(rt.place(net), data.test, rt, tc.batch_size)
     cpu_contiguous(net)
     record = {"arch": str(arch), "valid_accuracy": res.valid_accuracy, "test_accuracy": test_accuracy,
               "history": res.history, "train": tc.to_dict(), "classes": data.classes, "data": data.describe(),

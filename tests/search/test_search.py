@@ -190,7 +190,7 @@ def _says(said: str, *phrases: str) -> bool:
     ({"seed": -1}, "seed"), ({"label_smoothing": 1.0}, "label_smoothing"), ({"optimizer": "rms"}, "optimizer"),
     ({"evaluations": "40"}, "evaluations"), ({"options": {"population": 0}}, "population"),
     ({"options": {"bogus": 1}}, "bogus"), ({"strategy": "mnas", "options": {"lr": float("nan")}}, "lr"),
-    ({"strategy": "proxyless", "options": {"arch_fraction": 1.5}}, "arch_fraction"),
+    ({"strategy": "proxyless", "options": {"arch_every": 0}}, "arch_every"),
     ({"strategy": "memnet", "memory_mb": 20.0, "options": {"lam": 2.0}}, "lam"),
     ({"strategy": "memnet"}, "memory"), ({"executor": "slurm"}, "slurm"), ({"address": "auto"}, "--executor ray"),
     ({"executor": "ray", "address": "nowhere"}, "address"), ({"data": "cifar10:"}, "data"),

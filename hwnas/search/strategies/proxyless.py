@@ -3,10 +3,11 @@
 The over-parameterized network (:class:`hwnas.search.supernet.SuperNet`) holds every candidate; each layer
 has architecture parameters α (one per candidate). Training alternates:
 
-- weight steps, on the weight split: one path per layer sampled from softmax(α) (binarized), so only that
+- weight steps, on the training split: one path per layer sampled from softmax(α) (binarized), so only that
   path runs and holds activations — the memory of training one network;
-- architecture steps, on the architecture split: per layer two paths sampled from softmax(α), one made
-  active by a binary gate (the inactive one runs without autograd: with its gate at 0 nothing flows back
+- architecture steps, on the validation split (every search decision sees valid only, never test): per
+  layer two paths sampled from softmax(α), one made active by a binary gate (the inactive one runs
+  without autograd: with its gate at 0 nothing flows back
   through it, and its output is all its gate's gradient needs; weights take no gradient in this step, so
   it too costs about one network's training memory); the gate's gradient ∂L/∂g (BinaryConnect) gives α's
   gradient over the two,
@@ -29,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.core.schema import Finite, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt
-from hwnas.learn.data import Dataset, ImageSet
+from hwnas.core.schema import Finite, NonNegative, NonNegativeInt, Positive, PositiveInt
+from hwnas.learn.data import Dataset
 from hwnas.learn.distributed import average_gradients
 from hwnas.learn.loader import loader
 from hwnas.learn.loop import TrainConfig, evaluate, make_optimizer, min_batch, steps_per_epoch
@@ -47,15 +48,13 @@ class ProxylessSearch(Strategy):
     @checked_options
     def __init__(self, epochs: PositiveInt = 6, warmup_epochs: NonNegativeInt = 2, train: TrainConfig | None = None,
                  arch_lr: Positive = 6e-3, arch_every: PositiveInt = 1, loss: Literal["mul", "add"] = "mul",
-                 alpha: Positive = 0.2, beta: Finite = 0.3, lam: NonNegative = 0.1,
-                 arch_fraction: Fraction = 0.3) -> None:
+                 alpha: Positive = 0.2, beta: Finite = 0.3, lam: NonNegative = 0.1) -> None:
         self.epochs = epochs
         self.warmup = min(warmup_epochs, epochs)
         self.train_cfg = train or TrainConfig(batch_size=64, lr=0.05)
         self.arch_lr = arch_lr
         self.arch_every = arch_every
         self.loss = (loss, alpha, beta, lam)
-        self.arch_fraction = arch_fraction
 
     # -- the pieces, exposed for tests and the memory benchmark ----------------------------------
     def setup(self, ctx: SearchContext, data: Dataset) -> tuple[SuperNet, torch.Tensor]:
@@ -179,7 +178,7 @@ class ProxylessSearch(Strategy):
         data = est.dataset
         cfg = self.train_cfg
         self._rt = rt = cfg.runtime()
-        wset, aset = _split(data.train, self.arch_fraction, ctx.seed)
+        wset, aset = data.train, data.valid.evaluation()  # weights learn on train; α on valid, as ProxylessNAS does
         target = ctx.budget.latency_ms or float(ctx.feasibility.smallest()["latency_ms"]) * 2
         torch.manual_seed(ctx.seed)
         net, alpha = self.setup(ctx, data)
@@ -259,13 +258,6 @@ class ProxylessSearch(Strategy):
         ctx.rng.bit_generator.state = state["rng"]
         ctx.restored()
         return int(state["epoch"])
-
-
-def _split(split: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
-    """Weight and architecture parts of the training split (deterministic); both are training data."""
-    order = np.random.default_rng(seed + 1).permutation(len(split))
-    n = max(2, int(len(split) * fraction))
-    return split.subset(np.sort(order[n:])), split.subset(np.sort(order[:n]))
 
 
 def _path_accuracy(net: SuperNet, arch: Arch, data: Dataset, rt: Runtime) -> float:
