@@ -13,18 +13,22 @@ TABLE = ROOT / "latency_tables" / "cpu-proxyless-32.json"
 
 
 @pytest.mark.slow
-def test_a_search_under_torchrun_with_two_processes_writes_one_run(tmp_path):
+@pytest.mark.parametrize("strategy, port, rows", [
+    (["--strategy", "random", "--estimator", "train", "-n", "2", "--estimator-epochs", "1"], "29533", 2),
+    # the ProxylessNAS supernet: DDP weight steps on one sampled path, α's gradient averaged over the ranks
+    (["--strategy", "proxyless", "--search-epochs", "2", "--loss", "add"], "29534", 2),
+])
+def test_a_search_under_torchrun_with_two_processes_writes_one_run(tmp_path, strategy, port, rows):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                           "29533", "-m", "hwnas", "search", "--table", str(TABLE), "--latency-ms", "2.5",
-                           "--strategy", "random", "--estimator", "train", "-n", "2", "--estimator-epochs", "1",
+                           port, "-m", "hwnas", "search", "--table", str(TABLE), "--latency-ms", "2.5", *strategy,
                            "--epochs", "1", "--limit", "96", "--batch-size", "32", "--train-device", "cpu",
                            "--out", str(out), "-q"], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("best:") == 1  # rank 0 reports; rank 1 says nothing
     lines = (out / "candidates.jsonl").read_text().splitlines()
-    assert len(lines) == 2  # written once, not once per rank
+    assert len(lines) == rows  # written once, not once per rank
     final = json.loads((out / "final.json").read_text())
     assert final["runtime"]["processes"] == 2 and final["history"][0]["images_per_s"] > 0
     best = json.loads((out / "best.json").read_text())
