@@ -173,11 +173,13 @@ class Trainer:
         slice's summed loss (a device tensor: no synchronization)."""
         rt, scale = self.rt, self.rt.world.size / global_count  # DDP averages over ranks: sum / global count
         self.opt.zero_grad(set_to_none=True)
-        micro = self.cfg.micro_batch or len(y)
-        chunks = range(0, len(y), micro)
+        parts = -(-len(y) // (self.cfg.micro_batch or len(y)))
+        parts = max(1, min(parts, len(y) // 2))  # near-equal slices of two images or more (BatchNorm)
+        bounds = [round(i * len(y) / parts) for i in range(parts + 1)]
+        chunks = list(zip(bounds[:-1], bounds[1:]))
         total = torch.zeros((), device=rt.device)
-        for k, start in enumerate(chunks):
-            xs, ys = rt.inputs(x[start:start + micro]), y[start:start + micro].to(rt.device, non_blocking=True)
+        for k, (lo, hi) in enumerate(chunks):
+            xs, ys = rt.inputs(x[lo:hi]), y[lo:hi].to(rt.device, non_blocking=True)
             sync = k == len(chunks) - 1 or not rt.world.parallel
             ctx = torch.enable_grad() if sync else self.forward_model.no_sync()
             with ctx:
