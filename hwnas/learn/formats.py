@@ -207,7 +207,6 @@ def _cifar_probe(what: str) -> Callable[[Path], None]:
 
 
 def _cifar(folder: Path, test: str, key: bytes, classes: int, what: str) -> Parts:
-    _cifar_probe(what)(folder)
     present = [folder / f for f in _CIFAR_TRAIN[what] if (folder / f).is_file()]
     test_file = folder / test
     test_src = _cifar_source([test_file], key, classes, what) if test_file.is_file() else None
@@ -240,19 +239,18 @@ def read_idx(path: Path) -> np.ndarray:
     """An IDX file (gzipped or not) of unsigned bytes as an array: memory-mapped when uncompressed."""
     fix = "give mnist:DIR a folder of IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-*)"
     try:
+        raw = None
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
                 raw = f.read()
-            head = raw[:4]
+            head = raw[:4 + 4 * 255]
         else:
             with open(path, "rb") as f:
-                head = f.read(4)
-                raw = None
+                head = f.read(4 + 4 * 255)  # the magic number and at most 255 dimensions
         if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != _IDX_UBYTE:
             raise ValueError("not an IDX file of unsigned bytes")
         ndim = head[3]
-        dims_bytes = raw[4:4 + 4 * ndim] if raw is not None else path.open("rb").read(4 + 4 * ndim)[4:]
-        dims = tuple(int(d) for d in np.frombuffer(dims_bytes, ">u4"))
+        dims = tuple(int(d) for d in np.frombuffer(head[4:4 + 4 * ndim], ">u4"))
         if len(dims) != ndim or not ndim:
             raise ValueError("truncated header")
         offset, count = 4 + 4 * ndim, int(np.prod(dims))
@@ -291,7 +289,6 @@ def _mnist_probe(folder: Path) -> None:
 
 @register("mnist", "a folder of IDX files (MNIST, Fashion-MNIST or KMNIST: train-*-ubyte[.gz], t10k-*)", _mnist_probe)
 def _mnist(folder: Path | None) -> Parts:
-    _mnist_probe(folder)
     train, test = _idx_pair(folder, "train"), _idx_pair(folder, "t10k")
     classes = int(max(train.labels.max(), test.labels.max() if test is not None else 0)) + 1
     return Parts(f"mnist:{folder}", classes, train, test)

@@ -32,6 +32,7 @@ from hwnas.core.errors import ConfigError
 from hwnas.core.progress import Tasks
 from hwnas.core.schema import NonNegative, NonNegativeInt, Positive, PositiveInt, settings
 from hwnas.learn.data import Dataset, ImageSet
+from hwnas.learn.distributed import all_sum
 from hwnas.learn.loader import loader
 from hwnas.learn.runtime import Runtime, check_device, cpu_contiguous
 from hwnas.spaces.arch import Arch
@@ -113,8 +114,6 @@ def evaluate(model: nn.Module, split: ImageSet, runtime: Runtime | None = None, 
     """Top-1 accuracy on ``split`` (no augmentation) in batches of ``batch_size`` (default: by resolution, see
     :func:`eval_batch`); under torchrun each rank counts its slice and the counts are summed. The model stays
     where it is: pass the runtime it trains on (default: the CPU)."""
-    from hwnas.learn.distributed import all_sum
-
     rt = runtime or Runtime.create("cpu", "off", 0)
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=rt.device)
@@ -228,7 +227,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
                 seen += global_count
                 if advance:
                     advance(1)
-            loss_sum = all_sum_loss(total, rt)
+            loss_sum = all_sum([float(total)], rt.device)[0]
             seconds = time.perf_counter() - start
             if not math.isfinite(loss_sum):
                 raise ConfigError(f"training diverged at epoch {epoch + 1} (loss {loss_sum}).",
@@ -246,8 +245,3 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
         cpu_contiguous(trainer.model).eval()
     return result
 
-
-def all_sum_loss(total: torch.Tensor, rt: Runtime) -> float:
-    from hwnas.learn.distributed import all_sum
-
-    return all_sum([float(total)], rt.device)[0]
