@@ -38,3 +38,12 @@ fraction = _parser(schema.Fraction)
 positive_int = _parser(schema.PositiveInt)
 non_negative_int = _parser(schema.NonNegativeInt)
 threads = _parser(schema.Threads)
+
+
+def positive_list(text: str) -> list[float]:
+    """A comma-separated list of finite numbers > 0 (``0.35,0.5,1``)."""
+    try:
+        return [positive(part.strip()) for part in text.split(",") if part.strip()] or positive("")
+    except typer.BadParameter:
+        raise typer.BadParameter(f"must be a comma-separated list of numbers > 0, e.g. 0.5,0.75,1.0; got {text!r}") \
+            from None

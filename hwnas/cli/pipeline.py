@@ -31,6 +31,8 @@ def pipeline(
                                    help="Space setting [default: 32]."),
     seed: int = typer.Option(None, "--seed", parser=non_negative_int, help="Seed of everything [default: 0]."),
     tables: str = typer.Option(None, "--tables", help="Where to look for this device's table [latency_tables]."),
+    reference: bool = typer.Option(None, "--reference/--no-reference", help="Train, export and verify the hand-"
+                                   "scaled MobileNetV2-like reference beside the answer [default: on]."),
     budget: BudgetFile = None,
     out: Path = typer.Option(Path("runs/pipeline"), "--out", "-o", help="Output folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
@@ -44,7 +46,7 @@ def pipeline(
     flags = {"device": device, "latency_ms": latency_ms, "memory_mb": memory_mb, "strategy": strategy,
              "estimator": estimator, "evaluations": evaluations, "epochs": epochs, "data": data,
              "resolution": resolution, "seed": seed, "tables": tables, "augment": augment,
-             "train_device": train_device, "amp": amp}
+             "train_device": train_device, "amp": amp, "reference": reference}
     cfg = (PipelineConfig.from_toml(config, **flags) if config
            else PipelineConfig(**{k: v for k, v in flags.items() if v is not None}))
     res = run_pipeline(cfg, out, budgets=load_budgets(budget) if budget else None, resume=resume, force=force,
@@ -53,5 +55,8 @@ def pipeline(
     console.print(f"{'PASS' if res.passed else 'FAIL'}: {escape(res.arch)}, test accuracy {res.test_accuracy:.4f} "
                   f"(validation {res.valid_accuracy:.4f})\n  latency measured {res.measured_ms:.3f} ms, predicted "
                   f"{res.predicted_ms:.3f} ms ({res.measured_ms / res.predicted_ms - 1:+.1%})\n"
-                  f"  report: {escape(str(res.out / 'report.md'))} (and report.html)")
+                  + (f"  beside the hand-scaled reference {escape(res.reference['arch'])}: test accuracy "
+                     f"{res.reference['test_accuracy']:.4f}, latency measured {res.reference['measured_ms']:.3f} ms\n"
+                     if res.reference else "")
+                  + f"  report: {escape(str(res.out / 'report.md'))} (and report.html)")
     raise typer.Exit(0 if res.passed else 1)

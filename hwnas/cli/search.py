@@ -7,7 +7,7 @@ from rich.markup import escape
 
 from hwnas.cli._console import console, err_console
 from hwnas.cli._options import AllowForeignTable, Amp, Augment, Compile, Quiet, TablesDir, TrainDevice, Workers
-from hwnas.cli._types import non_negative, non_negative_int, positive, positive_int
+from hwnas.cli._types import non_negative, non_negative_int, positive, positive_int, positive_list
 from hwnas.core.errors import ConfigError
 
 
@@ -41,7 +41,8 @@ def search(
     width: float = typer.Option(1.0, "--width", parser=positive, help="Width multiplier (with --device)."),
     tables: TablesDir = Path("latency_tables"),
     allow_foreign_table: AllowForeignTable = False,
-    strategy: str = typer.Option("evolution", "--strategy", help="proxyless, mnas, memnet, evolution or random."),
+    strategy: str = typer.Option("evolution", "--strategy", help="proxyless, mnas, memnet, evolution, random, or "
+                                 "reference: the hand-made baseline (MobileNetV2-like, scaled to the budget)."),
     latency_ms: float = typer.Option(None, "--latency-ms", parser=positive, help="Latency budget (predicted, ms)."),
     memory_mb: float = typer.Option(None, "--memory-mb", parser=positive,
                                     help="Memory budget: weights + peak activations as the runtime plans them (MB)."),
@@ -56,10 +57,13 @@ def search(
                                          help="Epochs per candidate (train estimator)."),
     search_epochs: int = typer.Option(6, "--search-epochs", parser=positive_int,
                                       help="ProxylessNAS: supernet epochs (2 of warm-up)."),
-    loss: str = typer.Option("mul", "--loss", help="ProxylessNAS: mul, CE·α·(log LAT / log T)^β (needs T > 1 ms), "
-                                                   "or add, CE + λ·LAT / T."),
+    loss: str = typer.Option("mul", "--loss", help="ProxylessNAS: mul, CE·α·(LAT / T)^β, or add, "
+                                                   "CE + λ·LAT / T."),
     lam: float = typer.Option(0.1, "--lam", parser=non_negative, help="ProxylessNAS: λ of --loss add."),
     hard: bool = typer.Option(False, "--hard", help="MnasNet: the hard constraint (α = 0, β = −1)."),
+    widths: str = typer.Option(None, "--widths", parser=positive_list,
+                               help="reference: the width multipliers to scale by, each with its own table in "
+                               "--tables [default: 0.35,0.5,0.75,1.0]."),
     batch_size: int = typer.Option(64, "--batch-size", parser=positive_int, help="Training batch size."),
     lr: float = typer.Option(0.05, "--lr", parser=positive, help="Learning rate (cosine decay)."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9, nesterov) or adam."),
@@ -91,6 +95,8 @@ def search(
         options = {"epochs": search_epochs, "warmup_epochs": min(2, search_epochs), "loss": loss, "lam": lam}
     elif strategy == "mnas":
         options = {"hard": hard}
+    elif strategy == "reference" and widths is not None:
+        options = {"widths": widths}
     cfg = SearchConfig(table=str(path), strategy=strategy, latency_ms=latency_ms, memory_mb=memory_mb,
                        estimator=estimator, data=data, evaluations=evaluations, seed=seed,
                        estimator_epochs=estimator_epochs, final_epochs=epochs, batch_size=batch_size, lr=lr,

@@ -1,4 +1,4 @@
-"""The main job in one command: profile → calibrate → search → train → export → verify → report.
+"""The main job in one command: profile → calibrate → search → train → export → verify → reference → report.
 
 Everything lands in one folder, and every step is resumable (``resume=True`` picks up where a killed run
 stopped: the profiler and the validation checkpoint every measurement, the search replays its candidates,
@@ -11,6 +11,11 @@ and a finished step is not run again):
     search/            the search's run directory (candidates, best, weights, Pareto plot)
     model.<ext>        the exported network (ONNX for ONNX Runtime, TFLite for LiteRT)
     verify/            the on-device verification (parity, latency, memory, budget)
+    reference/         the hand-made baseline beside it (``reference = false`` skips it): the MobileNetV2-like
+                       reference scaled to the same budget by width, depth and expansion
+                       (:mod:`hwnas.search.strategies.reference`), each width's table (tables/, obtained and
+                       calibrated like table.json), trained with the same schedule, exported and verified the
+                       same way (search/, model.<ext>, verify/)
     report.md, report.html, *.png   the final report
 
 Margin: the search is held to the budgets less ``margin`` (5%), so that a net the table prices right at
@@ -30,7 +35,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -43,9 +48,9 @@ from hwnas.core.schema import STRICT, NonNegativeInt, Positive, PositiveInt, rea
 from hwnas.deploy.budgets import Budgets, Limits, resolve_limits
 from hwnas.devices.registry import get_device
 
-STEPS = ("table", "calibrate", "search", "export", "verify", "report")
-OUTPUTS = {"search", "verify", "model.onnx", "model.tflite", "calibration.png", "heatmap.png", "report.md",
-           "report.html"}
+STEPS = ("table", "calibrate", "search", "export", "verify", "reference", "report")
+OUTPUTS = {"search", "verify", "reference", "model.onnx", "model.tflite", "calibration.png", "heatmap.png",
+           "report.md", "report.html"}
 
 
 Margin = Annotated[float, Field(ge=0, lt=0.5, allow_inf_nan=False)]
@@ -83,6 +88,8 @@ class PipelineConfig:
     train_device: str = "auto"  # where the networks train (the device measured is `device`)
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     margin: Margin = 0.05  # the search aims this far under each budget, for the measurement noise
+    reference: bool = True  # train, export and verify the hand-scaled reference beside the answer
+    reference_widths: list[Positive] = field(default_factory=lambda: [0.35, 0.5, 0.75, 1.0])  # its width multipliers
 
     def search_budget(self) -> tuple[float | None, float | None]:
         """(latency ms, memory MB) the search is held to: the budgets less the margin."""
@@ -118,6 +125,7 @@ class PipelineResult:
     predicted_ms: float
     measured_ms: float
     passed: bool
+    reference: dict | None = None  # the hand-made baseline's figures (the reference step), where it ran
 
 
 _START_OVER = "pass --force to start the pipeline over in that folder (or choose another --out)"
@@ -162,14 +170,14 @@ class _State:
         self.save()
 
 
-def _table(cfg: PipelineConfig, device, out: Path, progress: bool, log) -> dict:
-    """Reuse the folder's table when it was measured on this device; else profile one here."""
+def _table(cfg: PipelineConfig, device, target: Path, progress: bool, log, width: float = 1.0) -> dict:
+    """Reuse the folder's table (of the space at ``width``) when it was measured on this device; else profile one
+    here, into ``target``."""
     from hwnas.measure.profiler import default_table_path, profile
     from hwnas.spaces import get_space
     from hwnas.tables.table import Table
 
-    space = get_space(cfg.space, cfg.resolution)
-    target = out / "table.json"
+    space = get_space(cfg.space, cfg.resolution, width)
     source = default_table_path(device, space, Path(cfg.tables))
     backend = device.backend_instance()
     backend.check_ready()
@@ -201,15 +209,15 @@ def _calibration_nets(cfg: PipelineConfig, table: Path) -> list:
     return [Arch.of(model.space, row) for row in rows]
 
 
-def _calibrate(cfg: PipelineConfig, device, out: Path, progress: bool) -> dict:
+def _calibrate(cfg: PipelineConfig, device, table: Path, progress: bool, name: str = "calibration") -> dict:
+    """Calibrate ``table`` on this host now; the validation beside it (``name``.json and .png)."""
     from hwnas.cost import validate as v
 
-    table = out / "table.json"
     report = v.validate(device, table, cfg.calibration_samples, seed=cfg.seed, rounds=5, fit_fraction=0.5,
-                        out=out / "calibration.json", resume=True, progress=progress, memory=False,
+                        out=table.parent / f"{name}.json", resume=True, progress=progress, memory=False,
                         archs=_calibration_nets(cfg, table))
     v.store_calibration(table, report)
-    v.plot(report, out / "calibration.png")
+    v.plot(report, table.parent / f"{name}.png")
     return {"heldout_within_10pct": report.calibrated_heldout["within_10pct"],
             "heldout_mape": report.calibrated_heldout["mape"]}
 
@@ -238,9 +246,10 @@ def run_pipeline(cfg: PipelineConfig, out: Path, *, budgets: Budgets | None = No
         log(f"{step} …")
         started = time.perf_counter()
         if step == "table":
-            info = _table(cfg, device, out, progress, log)
+            info = _table(cfg, device, out / "table.json", progress, log)
         elif step == "calibrate":
-            info = _calibrate(cfg, device, out, progress) if cfg.calibration_samples > 0 else {"skipped": True}
+            info = (_calibrate(cfg, device, out / "table.json", progress) if cfg.calibration_samples > 0
+                    else {"skipped": True})
         elif step == "search":
             latency_ms, memory_mb = cfg.search_budget()
             sc = SearchConfig(table=str(out / "table.json"), strategy=cfg.strategy, latency_ms=latency_ms,
@@ -259,9 +268,54 @@ def run_pipeline(cfg: PipelineConfig, out: Path, *, budgets: Budgets | None = No
                          data=cfg.data, out=out / "verify")
             info = {"passed": rep.passed, "measured_ms": rep.latency["median"],
                     "predicted_ms": rep.predicted["latency_ms"] if rep.predicted else None}
+        elif step == "reference":
+            info = _reference(cfg, device, out, fmt, limits, progress, log) if cfg.reference else {"skipped": True}
         else:
             info = {"report": str(write_pipeline_report(out, state.done, limits))}
         state.finish(step, {**info, "seconds": round(time.perf_counter() - started, 1)})
-    s, v = state.done["search"], state.done["verify"]
+    s, v, r = state.done["search"], state.done["verify"], state.done["reference"]
     return PipelineResult(out, s["arch"], s["valid_accuracy"], s["test_accuracy"], v["predicted_ms"],
-                          v["measured_ms"], v["passed"])
+                          v["measured_ms"], v["passed"], None if r.get("skipped") else r)
+
+
+def _reference(cfg: PipelineConfig, device, out: Path, fmt: str, limits: Limits, progress: bool, log) -> dict:
+    """The hand-made baseline, through the same steps as the answer: each width's table obtained and calibrated
+    as ``table.json`` was, the reference scaled to the same search budget, trained with the same schedule,
+    exported and verified on the device."""
+    from hwnas.deploy.export import export, resolve_source
+    from hwnas.deploy.verify import verify
+    from hwnas.search.budget import InfeasibleBudget
+    from hwnas.search.run import SearchConfig, run_search
+    from hwnas.search.strategies.reference import ReferenceScaling
+    from hwnas.spaces import get_space
+    from hwnas.tables.table import table_stem
+
+    folder = out / "reference"
+    tables = folder / "tables"
+    ensure_writable_dir(tables)
+    widths = ReferenceScaling(widths=cfg.reference_widths).widths
+    main = tables / f"{table_stem(device.name, cfg.space, cfg.resolution)}.json"
+    shutil.copyfile(out / "table.json", main)  # the search's own table (width 1), calibrated already
+    for width in (w for w in widths if w != 1.0):
+        space = get_space(cfg.space, cfg.resolution, width)
+        target = tables / f"{table_stem(device.name, space.id, space.resolution)}.json"
+        if not target.exists():
+            log(f"reference: the table of width {width:g}")
+            _table(cfg, device, target, progress, log, width=width)
+        if cfg.calibration_samples > 0 and not (tables / f"calibration-w{width:g}.png").exists():  # its last file
+            try:
+                _calibrate(cfg, device, target, progress, name=f"calibration-w{width:g}")
+            except InfeasibleBudget:  # no net of this width near the budget: none of it can be the reference
+                log(f"reference: width {width:g} has no net near the budget; left uncalibrated")
+    latency_ms, memory_mb = cfg.search_budget()
+    sc = SearchConfig(table=str(main), strategy="reference", latency_ms=latency_ms, memory_mb=memory_mb,
+                      estimator=cfg.estimator, data=cfg.data, evaluations=cfg.evaluations, seed=cfg.seed,
+                      final_epochs=cfg.epochs, limit=cfg.limit, augment=cfg.augment, train_device=cfg.train_device,
+                      amp=cfg.amp, options={"widths": list(widths)})
+    res = run_search(sc, folder / "search", resume=(folder / "search").exists(), progress=progress)
+    model_path = folder / f"model.{fmt}"
+    export(resolve_source(str(folder / "search")), fmt, model_path)
+    rep = verify(model_path, device, tables=tables, limits=limits, data=cfg.data, out=folder / "verify")
+    return {"arch": str(res.arch), "valid_accuracy": res.valid_accuracy, "test_accuracy": res.test_accuracy,
+            "predicted_ms": res.candidate.latency_ms, "measured_ms": rep.latency["median"],
+            "memory_bytes": rep.memory.get("measured_total_bytes"), "passed": rep.passed, "notes": res.notes}

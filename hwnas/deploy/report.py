@@ -64,7 +64,27 @@ def _sections(out: Path, done: dict, limits: Limits) -> list[tuple[str, list[str
     for name, c in v["budget"].get("checks", {}).items():
         lines.append(f"budget {name}: {'pass' if c['passed'] else 'FAIL'}")
     sections.append(("Verification on the device", lines, "verify/latency.png"))
+    r = done.get("reference", {})
+    if r and not r.get("skipped"):
+        sections.append(("Beside the hand-made network", _beside(s, v, r), None))
     return sections
+
+
+def _beside(s: dict, v: dict, r: dict) -> list[str]:
+    """The searched net and the hand-scaled reference at the same budget: accuracy, measured latency, memory."""
+    def figures(acc: float, ms: float, mem: float | None) -> str:
+        return (f"test accuracy {acc:.4f}, measured {ms:.4f} ms"
+                + (f", memory {mem / 1e6:.2f} MB" if mem else ""))
+
+    mem = v["memory"].get("measured_total_bytes")
+    lines = [f"searched `{s['arch']}`: " + figures(s["test_accuracy"], v["latency"]["median"], mem),
+             f"hand-scaled reference `{r['arch']}`: " + figures(r["test_accuracy"], r["measured_ms"],
+                                                                r.get("memory_bytes")),
+             *[note for note in r.get("notes", []) if note.startswith("hand-scaled")],
+             f"the search's answer: **{(s['test_accuracy'] - r['test_accuracy']) * 100:+.2f} points** of test "
+             f"accuracy at {v['latency']['median'] / r['measured_ms']:.2f}× the reference's measured latency; both "
+             "trained with the same schedule on the same splits (`reference/` holds its run, model and verification)"]
+    return lines
 
 
 def write_pipeline_report(out: Path, done: dict, limits: Limits) -> Path:

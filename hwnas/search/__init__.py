@@ -10,9 +10,10 @@ from hwnas.search.strategies.memnet import MemNetSearch
 from hwnas.search.strategies.mnas import MnasSearch
 from hwnas.search.strategies.proxyless import ProxylessSearch
 from hwnas.search.strategies.random import RandomSearch
+from hwnas.search.strategies.reference import ReferenceScaling
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
-for _cls in (ProxylessSearch, MnasSearch, MemNetSearch, Evolution, RandomSearch):
+for _cls in (ProxylessSearch, MnasSearch, MemNetSearch, Evolution, RandomSearch, ReferenceScaling):
     STRATEGIES.register(_cls.name)(_cls)
 
 __all__ = ["STRATEGIES", "Budget", "Candidate", "Feasibility", "InfeasibleBudget", "SearchContext", "Strategy"]

@@ -4,7 +4,9 @@ A strategy proposes architectures and calls :meth:`SearchContext.evaluate`. The 
 table first (vectorized), marks those over the budget infeasible without evaluating them, takes results
 recorded by an earlier (killed) run from the run directory, sends the rest to the executor, records every
 candidate, and keeps the best feasible one. The strategy finally returns its answer; the context guarantees
-it fits the budget.
+it fits the budget, and :meth:`SearchContext.choose` makes it use the budget: the best candidate priced at 90%
+of a binding budget or more (:data:`hwnas.search.budget.BAND`), unless a smaller one is measurably more accurate
+on the validation split, which the run then says (:attr:`SearchContext.notes`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pydantic import ConfigDict, ValidationError, validate_call
 
 from hwnas.core.errors import ConfigError
 from hwnas.core.schema import describe
-from hwnas.search.budget import Feasibility
+from hwnas.search.budget import BAND, Feasibility
 from hwnas.search.estimators import Estimator
 from hwnas.search.executors import Executor
 from hwnas.search.runs import RunDir
@@ -35,6 +37,7 @@ class Candidate:
     peak_activation_bytes: int  # as the runtime plans the whole graph (hwnas.search.budget: one memory)
     memory_bytes: int  # weights + peak activation
     feasible: bool
+    usage: float = 1.0  # the largest fraction of a binding budget it is priced at (1.0 where none binds)
     score: float | None = None  # the estimator's accuracy (or NASWOT score); None when not evaluated
     reward: float | None = None  # the strategy's objective, where it has one
     step: int = 0
@@ -68,27 +71,52 @@ class SearchContext:
         self._from_file = set(self._scores)
         self.reused = 0  # evaluations answered from an earlier run's records
         self._prepared = False
+        self.notes: list[str] = []  # what the run must say about its answer (e.g. why it leaves budget unused)
+        self._settings = {self.space.id: feasibility}
+
+    def add_setting(self, feasibility: Feasibility) -> None:
+        """Another space setting (a width's own table) whose networks this search may price and return."""
+        self._settings[feasibility.space.id] = feasibility
+
+    def feasibility_of(self, arch: Arch) -> Feasibility:
+        """The budget check of ``arch``'s space setting (the search's own, or one added)."""
+        try:
+            return self._settings[arch.space_id]
+        except KeyError:
+            raise ConfigError(f"{arch} is not of a space setting this search has a table for "
+                              f"({', '.join(self._settings)}).", "search on that setting's table") from None
 
     @property
     def exhausted(self) -> bool:
         """The evaluation budget is spent (or so many proposals were over the budget that it never will be)."""
         return self.evaluations >= self.max_evaluations or self.proposals >= 50 * self.max_evaluations
 
-    def price(self, choices: np.ndarray) -> list[Candidate]:
+    def price(self, choices: np.ndarray, feasibility: Feasibility | None = None) -> list[Candidate]:
+        """Candidates for ``(N, layers)`` choices of the search's space setting (or ``feasibility``'s), priced."""
+        f = feasibility or self.feasibility
         c = np.atleast_2d(np.asarray(choices, dtype=np.int64))
-        costs = self.feasibility.costs(c, exact=True)
-        ok = self.feasibility.mask(c, costs)
-        return [Candidate(str(Arch.of(self.space, row)), float(costs["latency_ms"][i]),
+        costs = f.costs(c, exact=True)
+        ok = f.mask(c, costs)
+        usage = f.usage(costs)
+        return [Candidate(str(Arch.of(f.space, row)), float(costs["latency_ms"][i]),
                           int(costs["weight_bytes"][i]), int(costs["peak_activation_bytes"][i]),
-                          int(costs["memory_bytes"][i]), bool(ok[i])) for i, row in enumerate(c)]
+                          int(costs["memory_bytes"][i]), bool(ok[i]), round(float(usage[i]), 4))
+                for i, row in enumerate(c)]
+
+    def price_arch(self, arch: Arch) -> Candidate:
+        """``arch`` priced on its own space setting's table; the record of it where the search evaluated it."""
+        recorded = {c.arch: c for c in self.history}
+        return recorded.get(str(arch)) or self.price(np.array([arch.choices]), self.feasibility_of(arch))[0]
 
     def evaluate(self, choices: np.ndarray | Sequence[Sequence[int]], source: str = "",
                  reward: Callable[[Candidate], float] | None = None,
-                 scorer: Callable[[Arch], float] | None = None) -> list[Candidate]:
+                 scorer: Callable[[Arch], float] | None = None,
+                 feasibility: Feasibility | None = None) -> list[Candidate]:
         """Price, filter, evaluate (or reuse) and record a batch of architectures, in order.
 
-        ``scorer`` replaces the estimator for this batch (e.g. a supernet's own accuracy), run in-process."""
-        cands = self.price(np.asarray(choices))
+        ``scorer`` replaces the estimator for this batch (e.g. a supernet's own accuracy), run in-process;
+        ``feasibility`` prices them on another space setting (:meth:`add_setting`)."""
+        cands = self.price(np.asarray(choices), feasibility)
         self.proposals += len(cands)
         todo = [c for c in cands if c.feasible and c.arch not in self._scores]
         unique = list(dict.fromkeys(c.arch for c in todo))
@@ -105,6 +133,12 @@ class SearchContext:
                 self.evaluations += 1
                 self.reused += c.arch in self._from_file
                 self.progress(1)
+        return self.record(cands, source, reward)
+
+    def record(self, cands: list[Candidate], source: str = "",
+               reward: Callable[[Candidate], float] | None = None) -> list[Candidate]:
+        """Append priced (and perhaps scored) candidates to the history and to ``candidates.jsonl``, in order."""
+        for c in cands:
             c.step = len(self.history)
             c.source = source
             if reward is not None:
@@ -119,10 +153,39 @@ class SearchContext:
         here on."""
         self._on_file = set()
 
-    def best(self, key: str = "score") -> Candidate | None:
-        """The best evaluated feasible candidate by ``key`` (score, or reward)."""
-        pool = [c for c in self.history if c.feasible and getattr(c, key) is not None]
+    def best(self, key: str = "score", band: bool = False) -> Candidate | None:
+        """The best evaluated feasible candidate by ``key`` (score, or reward); with ``band``, among those that
+        use the budget only."""
+        pool = [c for c in self.history if c.feasible and getattr(c, key) is not None
+                and (not band or c.usage >= BAND - 1e-9)]
         return max(pool, key=lambda c: (getattr(c, key), -c.latency_ms)) if pool else None
+
+    def choose(self, key: str = "score") -> Arch:
+        """The answer: the best candidate by ``key`` among those that use the budget; a smaller one only where it
+        is measurably more accurate on valid (:meth:`~hwnas.search.estimators.Estimator.clearly_better`), and
+        said so. Where no evaluated candidate uses the budget, the best one grown into the band (not evaluated
+        again: --evaluations is a cap)."""
+        top = self.best(key)
+        if top is None:
+            raise RuntimeError("the search evaluated no feasible candidate")  # a bug: strategies evaluate some
+        if top.usage >= BAND - 1e-9:
+            return Arch.parse(top.arch)
+        inside = self.best(key, band=True)
+        if inside is None:
+            grown = self.feasibility.fill(np.array(Arch.parse(top.arch).choices), self.rng)
+            arch = Arch.of(self.space, grown)
+            self.notes.append(f"no evaluated candidate used {BAND:.0%} of the budget: the best one "
+                              f"({top.usage:.0%} of it) grown onto it, {arch} (not evaluated itself)")
+            return arch
+        better = [c for c in self.history if c.feasible and c.score is not None and c.usage < BAND - 1e-9
+                  and inside.score is not None and self.estimator.clearly_better(c.score, inside.score)]
+        if better:
+            pick = max(better, key=lambda c: (c.score, -c.latency_ms))
+            self.notes.append(f"the answer {pick.arch} uses {pick.usage:.0%} of the budget: it is measurably more "
+                              f"accurate on valid ({pick.score:.4f}) than the best candidate that uses "
+                              f"{BAND:.0%} or more ({inside.arch}, {inside.score:.4f}, {inside.usage:.0%})")
+            return Arch.parse(pick.arch)
+        return Arch.parse(inside.arch)
 
 
 _OPTIONS = ConfigDict(strict=True, arbitrary_types_allowed=True)

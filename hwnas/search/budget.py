@@ -8,6 +8,12 @@ it, so it serves as a fast first filter; :meth:`Feasibility.mask` confirms the r
 Sampling is bounded: uniform
 draws are filtered in vectorized batches; when the feasible region is too small for that, drawn networks
 are repaired (a random over-budget layer at a time swapped for a cheaper candidate), which always ends.
+
+Using the budget: a budget *binds* when the space's largest network is over it. Then an answer should be
+priced at :data:`BAND` (90%) of it or more, since capacity left unused is accuracy given away (where both
+budgets bind, the one it comes closest to counts). :meth:`Feasibility.fill` grows a network into that band
+(a layer at a time swapped for a costlier candidate that still fits), the counterpart of :meth:`repair`;
+``sample(band=True)`` draws networks there.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from hwnas.cost.model import CostModel
 from hwnas.spaces.arch import Arch, num_choices, sample_choices
 
 MB = 1e6
+BAND = 0.9  # an answer under a binding budget is priced at this fraction of it or more
 
 
 class InfeasibleBudget(ConfigError):
@@ -92,6 +99,69 @@ class Feasibility:
             ok[rows] = self.within(self.costs(c[rows], exact=True))
         return ok
 
+    # -- using the budget ---------------------------------------------------------------------
+    @cached_property
+    def binding(self) -> dict[str, float]:
+        """The budgets that bind (the space's largest network is over them): ``{"latency_ms": T, ...}``."""
+        out: dict[str, float] = {}
+        if self.budget.latency_ms is not None:
+            slowest = np.argmax(np.where(np.isfinite(self.model.latency_matrix()), self.model.latency_matrix(),
+                                         -np.inf), axis=1)
+            if self.costs(slowest)["latency_ms"][0] > self.budget.latency_ms:
+                out["latency_ms"] = self.budget.latency_ms
+        if self.budget.memory_bytes is not None:
+            mem = self.model.memory_matrix()
+            largest = np.argmax(np.where(np.isfinite(mem), mem, -np.inf), axis=1)
+            if self.costs(largest, exact=True)["memory_bytes"][0] > self.budget.memory_bytes:
+                out["memory_bytes"] = self.budget.memory_bytes
+        return out
+
+    def usage(self, costs: dict[str, np.ndarray]) -> np.ndarray:
+        """Per row of ``costs``, the largest fraction of a binding budget it is priced at (1.0 where none binds)."""
+        n = len(costs["latency_ms"])
+        if not self.binding:
+            return np.ones(n)
+        return np.max([np.asarray(costs[k], dtype=float) / v for k, v in self.binding.items()], axis=0)
+
+    def in_band(self, costs: dict[str, np.ndarray]) -> np.ndarray:
+        """Which rows use the budget: priced at :data:`BAND` of a binding budget or more (all, where none binds)."""
+        return self.usage(costs) >= BAND - 1e-9
+
+    def fill(self, choices: np.ndarray, rng: np.random.Generator, logp: np.ndarray | None = None) -> np.ndarray:
+        """``choices`` (which fit) grown into the band: one layer at a time swapped for a costlier candidate, the
+        network still within the budget, until it is priced at :data:`BAND` of the binding budget.
+
+        The swap is drawn at random, or, given ``logp`` (layers x candidates log-probabilities, say a gradient
+        search's α), the one that loses the least log-probability per unit of cost gained. Bounded: every swap
+        raises the cost; a network no swap can grow within the budget is returned as it is."""
+        row = np.array(choices, dtype=np.int64)
+        if not self.binding or not self.mask(row)[0]:
+            return row
+        cost = self.model.latency_matrix() if "latency_ms" in self.binding else self.model.memory_matrix()
+        layers = np.arange(len(row))
+        for _ in range(int(self._n.sum()) * 4):
+            if self.in_band(self.costs(row, exact="memory_bytes" in self.binding))[0]:
+                return row
+            i, j = np.nonzero(np.isfinite(cost) & (cost > cost[layers, row][:, None]))
+            if len(i) == 0:
+                return row
+            grown = np.repeat(row[None], len(i), axis=0)
+            grown[np.arange(len(i)), i] = j
+            fits = self.quick_mask(grown)
+            i, j, grown = i[fits], j[fits], grown[fits]
+            if logp is None:
+                order = rng.permutation(len(i))
+            else:
+                lost = (logp[i, row[i]] - logp[i, j]) / (cost[i, j] - cost[i, row[i]])
+                order = np.argsort(lost, kind="stable")
+            for k in order:  # the first that fits by the runtime's plan too (only memory can differ)
+                if self.mask(grown[k][None])[0]:
+                    row = grown[k]
+                    break
+            else:
+                return row
+        return row
+
     def smallest(self) -> dict[str, float]:
         """The smallest achievable latency (exact) and total memory (exact for the peak, a bound for the sum)."""
         return dict(self._smallest)
@@ -109,8 +179,17 @@ class Feasibility:
                 f"latency is {low['latency_ms']:.3f} ms and memory {low['memory_bytes'] / MB:.2f} MB on this table.",
                 "raise the budget, or search a smaller space setting (--width, --resolution)")
 
-    def sample(self, n: int, rng: np.random.Generator, max_batches: int = 20, batch: int = 4096) -> np.ndarray:
-        """``n`` feasible architectures, uniformly among feasible ones where the region allows."""
+    def sample(self, n: int, rng: np.random.Generator, max_batches: int = 20, batch: int = 4096,
+               band: bool = False) -> np.ndarray:
+        """``n`` feasible architectures, uniformly among feasible ones where the region allows; with ``band``, each
+        grown into the band (:meth:`fill`) where it is not there already."""
+        rows = self._sample(n, rng, max_batches, batch)
+        if band and self.binding:
+            inside = self.in_band(self.costs(rows, exact="memory_bytes" in self.binding))
+            rows = np.array([r if ok else self.fill(r, rng) for r, ok in zip(rows, inside)], dtype=np.int64)
+        return rows
+
+    def _sample(self, n: int, rng: np.random.Generator, max_batches: int, batch: int) -> np.ndarray:
         self.check_possible()
         found: list[np.ndarray] = []
         have = 0

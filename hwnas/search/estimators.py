@@ -15,6 +15,7 @@ workers.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
@@ -38,6 +39,7 @@ class Estimator(ABC):
     limit: int | None = None  # cap on images (quick runs)
     augment: str = "auto"  # training augmentation (hwnas.learn.transforms)
     name: ClassVar[str] = ""
+    accuracy: ClassVar[bool] = False  # the score is an accuracy on the validation split
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
     progress: Tasks | None = field(default=None, repr=False, compare=False)  # bars for training, where shown
 
@@ -68,11 +70,20 @@ class Estimator(ABC):
     def score(self, arch: Arch) -> float:
         """Higher is better."""
 
+    def clearly_better(self, a: float, b: float) -> bool:
+        """Score ``a`` is measurably above ``b``: accuracies on the validation split that differ by more than two
+        standard errors of their difference. Never for a score that is not an accuracy (NASWOT)."""
+        if not self.accuracy:
+            return False
+        n = max(1, len(self.dataset.valid))
+        return a - b > 2 * math.sqrt((a * (1 - a) + b * (1 - b)) / n)
+
 
 @dataclass
 class TrainEstimator(Estimator):
     config: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3))
     name: ClassVar[str] = "train"
+    accuracy: ClassVar[bool] = True
 
     @classmethod
     def create(cls, train_config: TrainConfig | None = None, space_id: str = "proxyless", **common) -> Estimator:
@@ -135,6 +146,7 @@ class SupernetEstimator(Estimator):
     space_id: str = "proxyless"
     bn_batches: int = 4
     name: ClassVar[str] = "supernet"
+    accuracy: ClassVar[bool] = True
 
     @classmethod
     def create(cls, train_config: TrainConfig | None = None, space_id: str = "proxyless", **common) -> Estimator:

@@ -2,7 +2,10 @@
 
 - ProxylessNAS (Cai et al., 2019): ``loss = CE · α · (log E[LAT] / log T)^β`` (α 0.2, β 0.3 in their code), or
   the additive form ``CE + λ · E[LAT]``; E[LAT] is the differentiable expected latency
-  (:meth:`hwnas.cost.model.CostModel.expected_latency`).
+  (:meth:`hwnas.cost.model.CostModel.expected_latency`). Both are taken here on the ratio E[LAT]/T, so that they
+  do not depend on the unit: ``CE · α · (E[LAT]/T)^β`` and ``CE + λ · E[LAT]/T``. The paper's logarithms are of
+  milliseconds: log E/log T pulls differently at 0.5 ms and at 80 ms for the same β (and is undefined below 1 ms),
+  while the pull of (E/T)^β, ∂ log loss / ∂ log E[LAT] = β, is the same on every device.
 - MnasNet (Tan et al., 2019): ``reward = ACC · (LAT / T)^w`` with w = α where LAT ≤ T and β otherwise;
   soft constraint α = β = −0.07, hard constraint α = 0, β = −1.
 - MemNet / MemNAS (Liu et al., 2019): a ranking score that weighs accuracy against total memory (weights +
@@ -14,7 +17,6 @@ Latency in ms, memory in bytes; the functions take floats, numpy arrays or torch
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,19 +34,12 @@ def _check_target(value: float, what: str) -> None:
 
 def proxyless_loss(ce, expected_latency, target_ms: float, *, kind: str = "mul", alpha: float = 0.2,
                    beta: float = 0.3, lam: float = 0.1):
-    """ProxylessNAS's latency-aware loss: ``mul`` = CE·α·(log E[LAT]/log T)^β, ``add`` = CE + λ·E[LAT]/T.
+    """ProxylessNAS's latency-aware loss, unit-free: ``mul`` = CE·α·(E[LAT]/T)^β, ``add`` = CE + λ·E[LAT]/T.
 
-    The additive form is normalized by the target so that λ means the same on every device."""
-    import torch
-
+    One β (or λ) means the same on every device and at every budget."""
     _check_target(target_ms, "latency")
     if kind == "mul":
-        if target_ms <= 1.0:
-            raise ConfigError(f"the multiplicative loss needs a target above 1 ms (log T > 0), got {target_ms}.",
-                              "use --loss add for sub-millisecond budgets")
-        # below 1 ms log E[LAT] turns negative and its fractional power undefined: the factor bottoms out there
-        lat = torch.as_tensor(expected_latency).clamp_min(1.0 + 1e-6)
-        return ce * alpha * (torch.log(lat) / math.log(target_ms)) ** beta
+        return ce * alpha * (expected_latency / target_ms) ** beta
     if kind == "add":
         return ce + lam * expected_latency / target_ms
     raise ConfigError(f"unknown ProxylessNAS loss '{kind}'.", "use mul or add")

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from pydantic import Field
 
 from hwnas.core.errors import ConfigError
@@ -32,9 +31,10 @@ from hwnas.learn.loop import TrainConfig, build_for, evaluate, train
 from hwnas.learn.runtime import cpu_contiguous
 from hwnas.search import STRATEGIES
 from hwnas.search.base import Candidate, SearchContext
-from hwnas.search.budget import MB, Budget, Feasibility
+from hwnas.search.budget import BAND, MB, Budget, Feasibility
 from hwnas.search.estimators import ESTIMATORS, make_estimator
 from hwnas.search.executors import EXECUTORS, check_address, make_executor, probe
+from hwnas.search.pareto import pareto_plot, pareto_record
 from hwnas.search.runs import NOTES, FinalRow, RunDir, file_sha256, read_record
 from hwnas.spaces.arch import Arch
 from hwnas.tables.table import Table
@@ -77,11 +77,6 @@ class SearchConfig:
             raise ConfigError("a search needs a budget.", "give --latency-ms and/or --memory-mb")
         if self.memory_mb is not None and not math.isfinite(self.memory_mb * MB):
             raise ConfigError(f"--memory-mb {self.memory_mb:g} is beyond any memory.", "give the budget in MB")
-        if (self.strategy == "proxyless" and self.options.get("loss", "mul") == "mul" and self.latency_ms is not None
-                and self.latency_ms <= 1.0):
-            raise ConfigError(f"ProxylessNAS's multiplicative loss needs a latency target above 1 ms (log T > 0), "
-                              f"got {self.latency_ms:g} ms.", "add --loss add (CE + λ·LAT / T) for sub-millisecond "
-                              "budgets")
         if self.strategy == "memnet" and self.memory_mb is None:
             raise ConfigError("the memnet strategy needs a memory bound.", "add --memory-mb")
         check_address(self.executor, self.address)
@@ -113,12 +108,15 @@ class SearchResult:
     evaluations: int
     reused: int
     main: bool = True  # rank 0 (the one that writes and reports) of a torchrun search
+    notes: list[str] = field(default_factory=list)  # what the strategy said of its answer (e.g. budget left unused)
 
 
 def _strategy(cfg: SearchConfig):
     opts = dict(cfg.options)
     if cfg.strategy == "proxyless":
         opts.setdefault("train", cfg.train_config(0))
+    if cfg.strategy == "reference":  # the other widths' tables: beside the search's own, unless given
+        opts.setdefault("tables", str(Path(cfg.table).parent))
     try:
         return STRATEGIES.get(cfg.strategy)(**opts)
     except TypeError as exc:
@@ -173,18 +171,16 @@ def run_search(cfg: SearchConfig, out: Path, *, resume: bool = False, force: boo
                                 progress=bars.task(f"search ({cfg.strategy})", cfg.evaluations),
                                 max_evaluations=cfg.evaluations)
             arch = strategy.run(ctx)
-            cand = ctx.price(np.array([arch.choices]))[0]
+            cand = ctx.price_arch(arch)
             if not cand.feasible:
                 raise RuntimeError(f"strategy {cfg.strategy} returned {arch}, over the budget")  # a bug, not input
-            recorded = {c.arch: c for c in ctx.history}
-            if str(arch) in recorded:
-                cand = recorded[str(arch)]
             final = _final_training(cfg, arch, estimator.dataset, run, bars)
     finally:
         executor.close()
     result = SearchResult(arch, cand, final.valid_accuracy, final.test_accuracy, final.data, run.path,
-                          ctx.evaluations, ctx.reused, place.main)
-    _write_outputs(run, cfg, model, result, ctx.history, budget, warning)
+                          ctx.evaluations, ctx.reused, place.main, list(ctx.notes))
+    _write_outputs(run, cfg, ctx.feasibility_of(arch).model, result, ctx.history, budget, warning,
+                   estimator.accuracy)
     return result
 
 
@@ -212,13 +208,15 @@ def _final_training(cfg: SearchConfig, arch: Arch, data: Dataset, run: RunDir, b
 
 
 def _write_outputs(run: RunDir, cfg: SearchConfig, model: CostModel, result: SearchResult,
-                   history: list[Candidate], budget: Budget, warning: str = "") -> None:
+                   history: list[Candidate], budget: Budget, warning: str = "", accuracy: bool = False) -> None:
+    """``best.json``, ``pareto.json`` (+ ``.png``) and ``summary.md``; ``model`` is the answer's own space setting's,
+    ``accuracy`` whether the estimator's scores are validation accuracies."""
     p = model.predict(result.arch, planned=False)  # params and MACs; memory and latency are the candidate's
     c = result.candidate  # the figures candidates.jsonl and the CLI report: one memory definition
     splits = result.data.get("splits", {})
     best = {"arch": str(result.arch), "id": result.arch.id, "valid_accuracy": result.valid_accuracy,
             "test_accuracy": result.test_accuracy, "splits": splits, "test_split": result.data.get("test_split"),
-            "search_score": c.score, "reward": c.reward,
+            "search_score": c.score, "reward": c.reward, "budget_used": c.usage, "notes": result.notes,
             "latency_ms": c.latency_ms, "weight_bytes": c.weight_bytes,
             "peak_activation_bytes": c.peak_activation_bytes, "memory_bytes": c.memory_bytes,
             "params": p.params, "macs": p.macs, "budget": {"latency_ms": budget.latency_ms,
@@ -226,9 +224,13 @@ def _write_outputs(run: RunDir, cfg: SearchConfig, model: CostModel, result: Sea
     if warning:
         best["table_warning"] = warning
     run.write_json("best.json", best)
+    score = "valid_accuracy" if accuracy else f"{cfg.estimator}_score"
+    pareto = pareto_record(history, c, budget, score)
+    run.write_json("pareto.json", pareto)
     if not run.writer:
         return
-    pareto_plot(history, result, budget, run.path / "pareto.png", cfg.estimator)
+    pareto_plot(history, c, budget, run.path / "pareto.png",
+                "validation accuracy (short training)" if accuracy else f"{cfg.estimator} score")
     feasible = [h for h in history if h.feasible]
     lines = [f"# hwnas search: {cfg.strategy} on {model.table.fingerprint.get('device')}", ""]
     if warning:
@@ -238,6 +240,9 @@ def _write_outputs(run: RunDir, cfg: SearchConfig, model: CostModel, result: Sea
               f"- estimator: {cfg.estimator} on `{cfg.data}` (scores on valid); {result.evaluations} evaluations "
               f"({result.reused} reused from an earlier run), {len(history) - len(feasible)} proposals over budget",
               f"- best: `{result.arch}` (id {result.arch.id})",
+              f"  - priced at {c.usage:.0%} of the budget" + (f" (a binding budget is used from {BAND:.0%})"
+                                                              if c.usage < BAND else ""),
+              *[f"  - {note}" for note in result.notes],
               f"  - predicted latency {c.latency_ms:.3f} ms, memory {c.memory_bytes / MB:.2f} MB "
               f"(weights {c.weight_bytes / MB:.2f} + peak activations {c.peak_activation_bytes / MB:.2f}, "
               "as the runtime plans them)",
@@ -249,23 +254,9 @@ def _write_outputs(run: RunDir, cfg: SearchConfig, model: CostModel, result: Sea
               "decision saw)",
               f"  - data `{cfg.data}`: augmentation {result.data.get('augment')}, normalized by the mean/std of "
               "a training sample (final.json)",
+              f"- the trade-off it saw: `pareto.json`, {len(pareto['front'])} non-dominated candidates (score on "
+              "valid, predicted latency, memory)",
               "", "![pareto](pareto.png)", ""]
     run.write_text("summary.md", "\n".join(lines))
 
 
-def pareto_plot(history: list[Candidate], result: SearchResult, budget: Budget, path: Path, label: str) -> Path:
-    from hwnas.core.plotting import save_png, subplots
-
-    fig, ax = subplots(figsize=(6, 4.5))
-    pts = [(c.latency_ms, c.score) for c in history if c.score is not None and np.isfinite(c.score)]
-    if pts:
-        ax.scatter(*zip(*pts), s=14, color="tab:blue", alpha=0.7, label=f"evaluated ({len(pts)})")
-    if result.candidate.score is not None:
-        ax.scatter([result.candidate.latency_ms], [result.candidate.score], marker="*", s=160, color="tab:red",
-                   label="chosen")
-    if budget.latency_ms is not None:
-        ax.axvline(budget.latency_ms, color="k", ls="--", lw=1, label=f"budget {budget.latency_ms:g} ms")
-    ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel(f"{label} score" if label != "train" else "validation accuracy (short training)")
-    ax.legend(fontsize=8)
-    return save_png(fig, path)

@@ -7,7 +7,8 @@
                        accuracy, the data (splits, normalization, augmentation) and where it trained
     best.json          the best feasible architecture and its figures
     weights.pt         its trained weights (a state_dict; ``torch.load(..., weights_only=True)`` reads it)
-    pareto.png         accuracy (or score) vs predicted latency, the budget line
+    pareto.json        the non-dominated candidates evaluated (score on valid, predicted latency, memory), the choice
+    pareto.png         score vs predicted latency, the front, the budget and its 90% line
     summary.md         what ran and what came out
 
 Resuming: a killed run's ``candidates.jsonl`` is replayed as a cache, and the strategy, deterministic for its
@@ -86,7 +87,7 @@ class RunDir:
                 refuse_other_settings(read_record(cfg_file, dict[str, Any]), config, "run", run.path,
                                       "resume with the same options, or pass --force to start over", ignore=[NOTES])
             else:
-                for f in ("candidates.jsonl", "best.json", "weights.pt", "pareto.png", "summary.md"):
+                for f in ("candidates.jsonl", "best.json", "weights.pt", "pareto.json", "pareto.png", "summary.md"):
                     (run.path / f).unlink(missing_ok=True)
                 for f in (run.path / "state").glob("*"):
                     f.unlink()

@@ -128,3 +128,10 @@ class SearchSpace(ABC):
     @abstractmethod
     def reference_choices(self) -> list[int]:
         """The space's reference network (e.g. MobileNetV2-like), for additivity checks."""
+
+    def scaled_choices(self, depth: int, expand: int, kernel: int) -> list[int]:
+        """The reference network scaled down by hand, as an engineer would: ``depth`` layers per stage (the rest
+        skipped where the space can skip them), every layer with expansion ``expand`` and kernel ``kernel``
+        (the width multiplier is the space setting's own, :attr:`width`)."""
+        raise ConfigError(f"the {self.name} space has no hand-scaling rule (depth, expansion, width).",
+                          "use the proxyless space for --strategy reference")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from hwnas.core.errors import ConfigError
 from hwnas.spaces.base import Layer, SearchSpace
 from hwnas.spaces.blocks import InvertedResidual, conv_bn
 from hwnas.spaces.keys import OpKey
@@ -70,5 +71,22 @@ class ProxylessSpace(SearchSpace):
 
     def reference_choices(self) -> list[int]:
         """MobileNetV2-like: every searchable layer MBConv e6 k3."""
-        ref = CANDIDATES.index((6, 3))
-        return [ref] * len(self.searchable)
+        return self.scaled_choices(depth=4, expand=6, kernel=3)
+
+    def scaled_choices(self, depth: int, expand: int, kernel: int) -> list[int]:
+        """The first ``depth`` layers of every stage MBConv e``expand`` k``kernel``, the others skipped (``zero``;
+        a stage's first layer changes shape and is never skipped)."""
+        if (expand, kernel) not in CANDIDATES:
+            raise ConfigError(f"the proxyless space has no MBConv e{expand} k{kernel}.",
+                              f"use expansions {sorted({e for e, _ in CANDIDATES})} and kernels "
+                              f"{sorted({k for _, k in CANDIDATES})}")
+        if not 1 <= depth <= max(n for _, n, _ in STAGES):
+            raise ConfigError(f"depth {depth} per stage is out of range.",
+                              f"use 1..{max(n for _, n, _ in STAGES)}")
+        block = CANDIDATES.index((expand, kernel))
+        out = []
+        for layer in self.searchable:
+            position = int(layer.name.rsplit(".", 1)[1])
+            out.append(layer.choice_names.index("zero") if position >= depth and "zero" in layer.choice_names
+                       else block)
+        return out

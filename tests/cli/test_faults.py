@@ -124,7 +124,7 @@ def test_search(sig, tmp_path, host_tables):
 def test_pipeline(sig, tmp_path, host_tables):
     config = tmp_path / "p.toml"
     config.write_text(f'latency_ms = 10\nevaluations = 3\nepochs = 1\ncalibration_samples = 0\nlimit = 300\n'
-                      f'tables = "{host_tables}"\n')
+                      f'reference = false\ntables = "{host_tables}"\n')
     out = tmp_path / "p"
     args = ["pipeline", "--config", str(config), "--out", str(out), "-q"]
 

@@ -11,7 +11,7 @@ from hwnas.core.errors import ConfigError, OutputError
 from hwnas.deploy.pipeline import PipelineConfig, run_pipeline
 
 LEAN = PipelineConfig(latency_ms=2.0, evaluations=3, epochs=1, calibration_samples=8, limit=300,
-                      tables=str(ROOT / "latency_tables"))
+                      tables=str(ROOT / "latency_tables"), reference_widths=[0.5, 1.0])
 
 
 @pytest.mark.slow
@@ -19,7 +19,7 @@ def test_pipeline_runs_every_step_and_resumes_without_redoing_any(tmp_path):
     out = tmp_path / "p"
     res = run_pipeline(LEAN, out, progress=False)
     done = json.loads((out / "pipeline.json").read_text())["done"]
-    assert list(done) == ["table", "calibrate", "search", "export", "verify", "report"]
+    assert list(done) == ["table", "calibrate", "search", "export", "verify", "reference", "report"]
     assert res.arch == done["search"]["arch"] and done["search"]["predicted_ms"] <= LEAN.latency_ms * (1 - LEAN.margin)
     assert done["export"]["parity"]["passed"]
     verify = json.loads((out / "verify" / "verify.json").read_text())
@@ -28,7 +28,18 @@ def test_pipeline_runs_every_step_and_resumes_without_redoing_any(tmp_path):
     for name in ("report.md", "report.html", "heatmap.png", "calibration.png", "search/pareto.png",
                  "verify/latency.png", "model.onnx"):
         assert (out / name).stat().st_size > 0, name
-    assert "Verification on the device" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Verification on the device" in report
+    # the hand-made network beside it: same budget, same schedule, exported and measured the same way
+    ref = done["reference"]
+    assert ref["predicted_ms"] <= LEAN.latency_ms * (1 - LEAN.margin) and ref["measured_ms"] > 0
+    assert ref["arch"].startswith(("proxyless@32:", "proxyless-w0.5@32:")) and ref["arch"] != res.arch
+    assert res.reference == ref and (out / "reference" / "model.onnx").stat().st_size > 0
+    assert (out / "reference" / "tables" / "calibration-w0.5.png").exists()  # its width's table calibrated too
+    assert "Beside the hand-made network" in report and ref["arch"] in report
+    ref_final = json.loads((out / "reference" / "search" / "final.json").read_text())
+    final = json.loads((out / "search" / "final.json").read_text())
+    assert ref_final["train"] == final["train"] and ref_final["data"] == final["data"]  # the same schedule
     logged = []
     again = run_pipeline(LEAN, out, resume=True, progress=False, log=logged.append)
     assert logged == [f"{s}: done earlier" for s in done] and again == res

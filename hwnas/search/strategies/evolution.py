@@ -1,8 +1,10 @@
 """Regularized (aging) evolution (Real et al., 2019) under the budget.
 
 A population of ``population`` feasible networks; each cycle draws ``sample`` of them, mutates the best (one
-layer's choice changed to another candidate), and replaces the *oldest* member with the child. Children
-over the budget are repaired on the table before evaluation, so every evaluated child is feasible.
+layer's choice changed to another candidate), and replaces the *oldest* member with the child. The population
+starts in the budget's band (:meth:`hwnas.search.budget.Feasibility.fill`); children over the budget are repaired
+on the table, and children under the band grown into it, before evaluation, so every evaluated child is
+feasible and uses the budget.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ class Evolution(Strategy):
         child[layer] = (child[layer] + 1 + ctx.rng.integers(n[layer] - 1)) % n[layer]
         if not ctx.feasibility.mask(child[None])[0]:
             child = ctx.feasibility.repair(child, ctx.rng)
-        return child
+        return ctx.feasibility.fill(child, ctx.rng)
 
     def run(self, ctx: SearchContext) -> Arch:
         pop: deque[Candidate] = deque()
         size = min(self.population, ctx.max_evaluations)
-        pop.extend(ctx.evaluate(ctx.feasibility.sample(size, ctx.rng), source="init"))
+        pop.extend(ctx.evaluate(ctx.feasibility.sample(size, ctx.rng, band=True), source="init"))
         while not ctx.exhausted:
             children = []
             for _ in range(min(self.batch, ctx.max_evaluations - ctx.evaluations)):
@@ -48,4 +50,4 @@ class Evolution(Strategy):
                 if child.score is not None:  # an over-budget child (the runtime's memory plan) does not join
                     pop.append(child)
                     pop.popleft()  # aging: the oldest dies, whatever its score
-        return Arch.parse(ctx.best().arch)
+        return ctx.choose()

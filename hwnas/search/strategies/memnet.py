@@ -5,7 +5,8 @@ proposes neighbors: *grow* one layer to its next larger candidate, or *trim* it 
 (by weights + peak activation on the table). Neighbors over the bound are dropped before any evaluation;
 the rest are evaluated and ranked by the memory-aware score (:class:`hwnas.search.objectives.MemNetScore`,
 relative to the seed). The best neighbor becomes the current network when it scores higher; when none
-does, a random two-layer jump from the best so far restarts the walk, until the evaluations are spent.
+does, a random two-layer jump from the best so far restarts the walk, until the evaluations are spent. The
+answer is the best-ranked one among those that use the budget (:meth:`hwnas.search.base.SearchContext.choose`).
 """
 
 from __future__ import annotations
@@ -83,4 +84,4 @@ class MemNetSearch(Strategy):
                 if not ctx.feasibility.mask(row[None])[0]:
                     row = ctx.feasibility.repair(row, ctx.rng)
                 current = ctx.evaluate(row[None], source="jump", reward=rank)[0]
-        return Arch.parse(ctx.best("reward").arch)
+        return ctx.choose("reward")

@@ -3,7 +3,8 @@
 The controller is a factorized policy, one categorical distribution per searchable layer, trained by
 REINFORCE with a moving-average baseline. Architectures over the budget are never evaluated: their
 reward uses the mean accuracy seen so far, so the controller still learns how far over the budget they
-are (the MnasNet penalty) without paying for a training run. The answer is the best-reward feasible one.
+are (the MnasNet penalty) without paying for a training run. The answer is the best-reward feasible one among
+those that use the budget (:meth:`hwnas.search.base.SearchContext.choose`).
 """
 
 from __future__ import annotations
@@ -59,4 +60,4 @@ class MnasSearch(Strategy):
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return Arch.parse(ctx.best("reward").arch)
+        return ctx.choose("reward")

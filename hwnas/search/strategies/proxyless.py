@@ -12,13 +12,16 @@ has architecture parameters α (one per candidate). Training alternates:
   it too costs about one network's training memory); the gate's gradient ∂L/∂g (BinaryConnect) gives α's
   gradient over the two,
   ∂L/∂α_i = Σ_j ∂L/∂g_j · p_j (δ_ij − p_i), and the two α are then shifted so the other paths keep their
-  probabilities. The loss is ProxylessNAS's CE·α·(log E[LAT]/log T)^β (or CE + λ·E[LAT]/T) where
-  E[LAT] = Σ p·LUT comes from the table (:meth:`hwnas.cost.model.CostModel.expected_latency`).
+  probabilities. The loss is ProxylessNAS's, on the unit-free ratio E[LAT]/T: CE·α·(E[LAT]/T)^β (or
+  CE + λ·E[LAT]/T) where E[LAT] = Σ p·LUT comes from the table
+  (:meth:`hwnas.cost.model.CostModel.expected_latency`; :func:`hwnas.search.objectives.proxyless_loss`).
 
 The first ``warmup_epochs`` train weights only, on uniformly sampled paths. Each epoch ends with a
 checkpoint in the run directory (resumable) and the derived architecture (argmax α per layer) recorded with
 its supernet accuracy. The answer is the final derived architecture, pushed onto the budget if the soft
-latency loss left it over: the layer swaps that cost the least log-probability per ms saved.
+latency loss left it over (the layer swaps that cost the least log-probability per ms saved), and grown into
+the budget's band if the loss left it under (the swaps that cost the least log-probability per ms gained,
+:meth:`hwnas.search.budget.Feasibility.fill`): the latency term is a pull, the budget a constraint.
 """
 
 from __future__ import annotations
@@ -147,9 +150,13 @@ class ProxylessSearch(Strategy):
         return alpha.detach().argmax(dim=1).numpy().astype(np.int64)
 
     def onto_budget(self, ctx: SearchContext, alpha: torch.Tensor, choices: np.ndarray) -> np.ndarray:
-        """The derived choices, or, if over budget, greedy swaps that lose the least log-probability per cost."""
-        row = np.array(choices, dtype=np.int64)
+        """The derived choices made to use the budget: if over it, greedy swaps that lose the least
+        log-probability per cost saved; then, if under its band, those that lose the least per cost gained."""
         logp = torch.log_softmax(alpha.detach(), dim=1).numpy()
+        return ctx.feasibility.fill(self._under_budget(ctx, logp, choices), ctx.rng, logp=logp)
+
+    def _under_budget(self, ctx: SearchContext, logp: np.ndarray, choices: np.ndarray) -> np.ndarray:
+        row = np.array(choices, dtype=np.int64)
         lut = np.where(np.isfinite(logp), ctx.model.latency_matrix(), np.inf)
         mem = np.where(np.isfinite(logp), ctx.model.memory_matrix(), np.inf)
         for _ in range(int(num_choices(ctx.space).sum()) * 2):

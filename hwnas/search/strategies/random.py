@@ -1,4 +1,5 @@
-"""Random search: uniform feasible architectures, each evaluated; the best score wins. The baseline."""
+"""Random search: feasible architectures that use the budget (uniform draws grown into its band, see
+:meth:`hwnas.search.budget.Feasibility.fill`), each evaluated; the best score wins. The baseline."""
 
 from __future__ import annotations
 
@@ -17,5 +18,5 @@ class RandomSearch(Strategy):
     def run(self, ctx: SearchContext) -> Arch:
         while not ctx.exhausted:
             n = min(self.batch, ctx.max_evaluations - ctx.evaluations)
-            ctx.evaluate(ctx.feasibility.sample(n, ctx.rng), source="random")
-        return Arch.parse(ctx.best().arch)
+            ctx.evaluate(ctx.feasibility.sample(n, ctx.rng, band=True), source="random")
+        return ctx.choose()
