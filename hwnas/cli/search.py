@@ -97,6 +97,8 @@ def search(
         options = {"hard": hard}
     elif strategy == "reference" and widths is not None:
         options = {"widths": widths}
+    if widths is not None and strategy != "reference":
+        raise ConfigError("--widths is the reference strategy's grid.", "drop --widths, or add --strategy reference")
     cfg = SearchConfig(table=str(path), strategy=strategy, latency_ms=latency_ms, memory_mb=memory_mb,
                        estimator=estimator, data=data, evaluations=evaluations, seed=seed,
                        estimator_epochs=estimator_epochs, final_epochs=epochs, batch_size=batch_size, lr=lr,
@@ -116,4 +118,5 @@ def search(
                   f"{result.valid_accuracy:.4f} ({splits.get('valid')}) (retrained {epochs} epochs on "
                   f"{splits.get('train')})\n"
                   f"  {result.evaluations} evaluations, {result.reused} reused; "
-                  f"run directory {escape(str(result.run_dir))}")
+                  f"run directory {escape(str(result.run_dir))}"
+                  + "".join(f"\n  note: {escape(note)}" for note in result.notes))

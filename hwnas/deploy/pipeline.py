@@ -103,6 +103,20 @@ class PipelineConfig:
         from hwnas.learn.runtime import check_device
 
         check_device(self.train_device)
+        if self.strategy == "reference":
+            raise ConfigError("the pipeline compares its search's answer with the hand-scaled reference; the "
+                              "reference is not a search of its own here.",
+                              "choose a search strategy (evolution, proxyless, ...): the reference runs beside it")
+        if self.reference:
+            from hwnas.search.strategies.reference import ReferenceScaling
+            from hwnas.spaces import get_space
+
+            ReferenceScaling(widths=self.reference_widths)  # the grid's widths, checked before any work
+            try:
+                get_space(self.space, self.resolution).scaled_choices(1, 6, 3)
+            except ConfigError as exc:
+                raise ConfigError(exc.message,
+                                  "set reference = false (--no-reference) to skip the baseline") from None
 
     @classmethod
     def from_toml(cls, path: Path, **overrides) -> PipelineConfig:
@@ -282,10 +296,7 @@ def _reference(cfg: PipelineConfig, device, out: Path, fmt: str, limits: Limits,
     """The hand-made baseline, through the same steps as the answer: each width's table obtained and calibrated
     as ``table.json`` was, the reference scaled to the same search budget, trained with the same schedule,
     exported and verified on the device."""
-    from hwnas.deploy.export import export, resolve_source
-    from hwnas.deploy.verify import verify
     from hwnas.search.budget import InfeasibleBudget
-    from hwnas.search.run import SearchConfig, run_search
     from hwnas.search.strategies.reference import ReferenceScaling
     from hwnas.spaces import get_space
     from hwnas.tables.table import table_stem
@@ -307,6 +318,19 @@ def _reference(cfg: PipelineConfig, device, out: Path, fmt: str, limits: Limits,
                 _calibrate(cfg, device, target, progress, name=f"calibration-w{width:g}")
             except InfeasibleBudget:  # no net of this width near the budget: none of it can be the reference
                 log(f"reference: width {width:g} has no net near the budget; left uncalibrated")
+    try:
+        return _reference_net(cfg, device, folder, tables, main, widths, fmt, limits, progress)
+    except ConfigError as exc:  # no grid point fits, say: the answer stands, its report says why nothing is beside it
+        log(f"reference: skipped, {exc.message}")
+        return {"skipped": True, "reason": exc.message}
+
+
+def _reference_net(cfg: PipelineConfig, device, folder: Path, tables: Path, main: Path, widths, fmt: str,
+                   limits: Limits, progress: bool) -> dict:
+    from hwnas.deploy.export import export, resolve_source
+    from hwnas.deploy.verify import verify
+    from hwnas.search.run import SearchConfig, run_search
+
     latency_ms, memory_mb = cfg.search_budget()
     sc = SearchConfig(table=str(main), strategy="reference", latency_ms=latency_ms, memory_mb=memory_mb,
                       estimator=cfg.estimator, data=cfg.data, evaluations=cfg.evaluations, seed=cfg.seed,

@@ -65,7 +65,9 @@ def _sections(out: Path, done: dict, limits: Limits) -> list[tuple[str, list[str
         lines.append(f"budget {name}: {'pass' if c['passed'] else 'FAIL'}")
     sections.append(("Verification on the device", lines, "verify/latency.png"))
     r = done.get("reference", {})
-    if r and not r.get("skipped"):
+    if r.get("reason"):
+        sections.append(("Beside the hand-made network", [f"skipped: {r['reason']}"], None))
+    elif r and not r.get("skipped"):
         sections.append(("Beside the hand-made network", _beside(s, v, r), None))
     return sections
 

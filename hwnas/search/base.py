@@ -97,7 +97,7 @@ class SearchContext:
         c = np.atleast_2d(np.asarray(choices, dtype=np.int64))
         costs = f.costs(c, exact=True)
         ok = f.mask(c, costs)
-        usage = f.usage(costs)
+        usage = self.feasibility.usage(costs)  # against the budgets that bind on the search's own setting
         return [Candidate(str(Arch.of(f.space, row)), float(costs["latency_ms"][i]),
                           int(costs["weight_bytes"][i]), int(costs["peak_activation_bytes"][i]),
                           int(costs["memory_bytes"][i]), bool(ok[i]), round(float(usage[i]), 4))
@@ -174,8 +174,13 @@ class SearchContext:
         if inside is None:
             grown = self.feasibility.fill(np.array(Arch.parse(top.arch).choices), self.rng)
             arch = Arch.of(self.space, grown)
+            if str(arch) == top.arch:
+                self.notes.append(f"no evaluated candidate used {BAND:.0%} of the budget, and the best one "
+                                  f"({top.usage:.0%} of it) cannot grow within it")
+                return arch
+            used = float(self.feasibility.usage(self.feasibility.costs(grown, exact=True))[0])
             self.notes.append(f"no evaluated candidate used {BAND:.0%} of the budget: the best one "
-                              f"({top.usage:.0%} of it) grown onto it, {arch} (not evaluated itself)")
+                              f"({top.usage:.0%} of it) grown to {used:.0%}, {arch} (not evaluated itself)")
             return arch
         better = [c for c in self.history if c.feasible and c.score is not None and c.usage < BAND - 1e-9
                   and inside.score is not None and self.estimator.clearly_better(c.score, inside.score)]
@@ -210,6 +215,11 @@ def checked_options(init: Callable[..., None]) -> Callable[..., None]:
 
 class Strategy(ABC):
     name: ClassVar[str]
+    scores_accuracy: ClassVar[bool] = False  # it scores candidates itself, by accuracy on valid (not the estimator)
+
+    def check(self, feasibility: Feasibility) -> None:
+        """What can be refused before anything is written (the run directory, a training): none by default."""
+        return None
 
     @abstractmethod
     def run(self, ctx: SearchContext) -> Arch:

@@ -30,6 +30,7 @@ from hwnas.spaces.arch import Arch, num_choices, sample_choices
 
 MB = 1e6
 BAND = 0.9  # an answer under a binding budget is priced at this fraction of it or more
+EXACT_TRIES = 8  # swaps confirmed by the memory plan per growth step, at most (each plans a whole graph)
 
 
 class InfeasibleBudget(ConfigError):
@@ -154,7 +155,7 @@ class Feasibility:
             else:
                 lost = (logp[i, row[i]] - logp[i, j]) / (cost[i, j] - cost[i, row[i]])
                 order = np.argsort(lost, kind="stable")
-            for k in order:  # the first that fits by the runtime's plan too (only memory can differ)
+            for k in order[:EXACT_TRIES]:  # the first that fits by the runtime's plan too (only memory can differ)
                 if self.mask(grown[k][None])[0]:
                     row = grown[k]
                     break

@@ -151,6 +151,7 @@ def run_search(cfg: SearchConfig, out: Path, *, resume: bool = False, force: boo
     feasibility.check_possible()  # before building anything
     probe(cfg.address)  # a cluster that is not there: said in seconds, before the run directory is written
     strategy = _strategy(cfg)
+    strategy.check(feasibility)  # e.g. the reference's width tables: refused before anything is written
     cfg.train_config(0).runtime()  # the training device exists (before anything is written)
     config = {**cfg.to_dict(), "space": model.space.id, "resolution": model.space.resolution,
               "table_sha256": file_sha256(Path(cfg.table)), "table_fingerprint": table.fingerprint,
@@ -180,7 +181,7 @@ def run_search(cfg: SearchConfig, out: Path, *, resume: bool = False, force: boo
     result = SearchResult(arch, cand, final.valid_accuracy, final.test_accuracy, final.data, run.path,
                           ctx.evaluations, ctx.reused, place.main, list(ctx.notes))
     _write_outputs(run, cfg, ctx.feasibility_of(arch).model, result, ctx.history, budget, warning,
-                   estimator.accuracy)
+                   estimator.accuracy or strategy.scores_accuracy, bool(feasibility.binding))
     return result
 
 
@@ -208,9 +209,10 @@ def _final_training(cfg: SearchConfig, arch: Arch, data: Dataset, run: RunDir, b
 
 
 def _write_outputs(run: RunDir, cfg: SearchConfig, model: CostModel, result: SearchResult,
-                   history: list[Candidate], budget: Budget, warning: str = "", accuracy: bool = False) -> None:
+                   history: list[Candidate], budget: Budget, warning: str = "", accuracy: bool = False,
+                   binding: bool = True) -> None:
     """``best.json``, ``pareto.json`` (+ ``.png``) and ``summary.md``; ``model`` is the answer's own space setting's,
-    ``accuracy`` whether the estimator's scores are validation accuracies."""
+    ``accuracy`` whether the scores are validation accuracies, ``binding`` whether the budget binds."""
     p = model.predict(result.arch, planned=False)  # params and MACs; memory and latency are the candidate's
     c = result.candidate  # the figures candidates.jsonl and the CLI report: one memory definition
     splits = result.data.get("splits", {})
@@ -240,8 +242,9 @@ def _write_outputs(run: RunDir, cfg: SearchConfig, model: CostModel, result: Sea
               f"- estimator: {cfg.estimator} on `{cfg.data}` (scores on valid); {result.evaluations} evaluations "
               f"({result.reused} reused from an earlier run), {len(history) - len(feasible)} proposals over budget",
               f"- best: `{result.arch}` (id {result.arch.id})",
-              f"  - priced at {c.usage:.0%} of the budget" + (f" (a binding budget is used from {BAND:.0%})"
-                                                              if c.usage < BAND else ""),
+              (f"  - priced at {c.usage:.0%} of the budget" + (f" (a binding budget is used from {BAND:.0%})"
+                                                               if c.usage < BAND else "")) if binding else
+              "  - the budget does not bind: the space's largest net fits it",
               *[f"  - {note}" for note in result.notes],
               f"  - predicted latency {c.latency_ms:.3f} ms, memory {c.memory_bytes / MB:.2f} MB "
               f"(weights {c.weight_bytes / MB:.2f} + peak activations {c.peak_activation_bytes / MB:.2f}, "

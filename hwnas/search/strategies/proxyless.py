@@ -47,6 +47,7 @@ from hwnas.spaces.arch import Arch, num_choices
 
 class ProxylessSearch(Strategy):
     name = "proxyless"
+    scores_accuracy = True  # derived nets scored by their supernet path's accuracy on valid
 
     @checked_options
     def __init__(self, epochs: PositiveInt = 6, warmup_epochs: NonNegativeInt = 2, train: TrainConfig | None = None,

@@ -51,17 +51,24 @@ class ReferenceScaling(Strategy):
         self.kernel = kernel
         self.tables = tables  # the folder of the other widths' tables (run_search: the search table's folder)
 
-    def settings(self, ctx: SearchContext) -> dict[float, Feasibility]:
+    def check(self, feasibility: Feasibility) -> None:
+        """Every width's table is there and of the same device, and the space can be scaled this way."""
+        for f in self.settings(feasibility).values():
+            for d, e in itertools.product(self.depths, self.expansions):
+                f.space.scaled_choices(d, e, self.kernel)
+
+    def settings(self, feasibility: Feasibility) -> dict[float, Feasibility]:
         """The budget check of every width: the search's own table, the others from ``tables`` (same device)."""
-        main = ctx.model.table
+        main = feasibility.model.table
         device = str(main.fingerprint.get("device", ""))
-        base = ctx.space.id.partition("-w")[0]
+        own = feasibility.space
+        base = own.id.partition("-w")[0]
         out = {}
         for w in self.widths:
-            if w == ctx.space.width:
-                out[w] = ctx.feasibility
+            if w == own.width:
+                out[w] = feasibility
                 continue
-            space = space_from_id(f"{base}-w{w:g}" if w != 1.0 else base, ctx.space.resolution)
+            space = space_from_id(f"{base}-w{w:g}" if w != 1.0 else base, own.resolution)
             path = Path(self.tables or ".") / f"{table_stem(device, space.id, space.resolution)}.json"
             if not path.exists():
                 raise ConfigError(f"the reference strategy needs a table for width {w:g} on {device}: none at "
@@ -70,15 +77,15 @@ class ReferenceScaling(Strategy):
                                   "(or give fewer widths)")
             table = Table.load(path)
             table.check_fingerprint(main.fingerprint)  # the same device and host, or a TableError naming both
-            f = Feasibility(CostModel(table, space), ctx.budget)
-            ctx.add_setting(f)
-            out[w] = f
+            out[w] = Feasibility(CostModel(table, space), feasibility.budget)
         return out
 
     def grid(self, ctx: SearchContext) -> list[tuple[Candidate, tuple[float, int, int]]]:
         """Every grid point priced: (candidate, (width, depth, expansion))."""
         out = []
-        for w, f in self.settings(ctx).items():
+        for w, f in self.settings(ctx.feasibility).items():
+            if f is not ctx.feasibility:
+                ctx.add_setting(f)
             for d, e in itertools.product(self.depths, self.expansions):
                 choices = f.space.scaled_choices(d, e, self.kernel)
                 out.append((ctx.price(np.array([choices]), f)[0], (w, d, e)))
