@@ -127,7 +127,7 @@ def main() -> None:
             cpu_contiguous(module)
             export(Source(arch, data.classes, module.state_dict()), "onnx", out / key / f"{name}.onnx")
             save()
-            print(f"[{key}] {name}: test {net['test_accuracy']:.4f} ({net['retrain_s']} s)")
+            print(f"[{key}] {name}: test {net['test_accuracy']:.4f} ({net['retrain_s']} s)", flush=True)
 
         if not all("measured_ms" in net for net in nets.values()):  # side by side, interleaved rounds
             runs = {name: DeviceRun(out / key / f"{name}.onnx", device).start() for name in nets}
@@ -150,7 +150,8 @@ def searched(nets: dict, folder: Path, name: str, cfg: SearchConfig) -> None:
     res = run_search(cfg, folder / name, resume=(folder / name).exists(), progress=False)
     nets[name] = {"arch": str(res.arch), "predicted_ms": res.candidate.latency_ms, "budget_used": res.candidate.usage,
                   "search_s": round(time.perf_counter() - t0, 1), "notes": res.notes}
-    print(f"[{folder.name}] {name}: {res.arch} at {res.candidate.latency_ms:.3f} ms ({nets[name]['search_s']} s)")
+    print(f"[{folder.name}] {name}: {res.arch} at {res.candidate.latency_ms:.3f} ms ({nets[name]['search_s']} s)",
+          flush=True)
 
 
 def table(results: dict, fractions: list[float]) -> str:
