@@ -80,10 +80,10 @@ class ReferenceScaling(Strategy):
             out[w] = Feasibility(CostModel(table, space), feasibility.budget)
         return out
 
-    def grid(self, ctx: SearchContext) -> list[tuple[Candidate, tuple[float, int, int]]]:
-        """Every grid point priced: (candidate, (width, depth, expansion))."""
+    def grid(self, ctx: SearchContext, settings: dict[float, Feasibility]) -> list[tuple[Candidate, tuple]]:
+        """Every grid point priced: (candidate, (width, depth, expansion)), each width on its ``settings``."""
         out = []
-        for w, f in self.settings(ctx.feasibility).items():
+        for w, f in settings.items():
             if f is not ctx.feasibility:
                 ctx.add_setting(f)
             for d, e in itertools.product(self.depths, self.expansions):
@@ -93,7 +93,8 @@ class ReferenceScaling(Strategy):
 
     def run(self, ctx: SearchContext) -> Arch:
         ctx.feasibility.check_possible()
-        points = self.grid(ctx)
+        settings = self.settings(ctx.feasibility)
+        points = self.grid(ctx, settings)
         ctx.record([c for c, _ in points], source="hand-scaled grid")
         fits = [(c, knobs) for c, knobs in points if c.feasible]
         if not fits:
@@ -108,6 +109,11 @@ class ReferenceScaling(Strategy):
                      c.memory_bytes / ctx.budget.memory_bytes if ctx.budget.memory_bytes else 0.0]
             return max(parts)
 
+        days = {f.model.table.created[:10] for f in settings.values()}
+        if len(days) > 1:  # the prices compare only if the host ran at one speed on those days
+            ctx.notes.append(f"the widths' tables were measured on different days ({', '.join(sorted(days))}): "
+                             "their prices compare only if the host ran at the same speed (the pipeline calibrates "
+                             "each on the host as it is now)")
         best, (w, d, e) = max(fits, key=lambda p: (used(p[0]), p[1][0], p[1][1], p[1][2]))
         ctx.notes.append(f"hand-scaled reference: width {w:g}, depth {d} per stage, expansion {e}, kernel "
                          f"{self.kernel}; priced at {used(best):.0%} of the budget (the closest of "
