@@ -216,6 +216,7 @@ def checked_options(init: Callable[..., None]) -> Callable[..., None]:
 class Strategy(ABC):
     name: ClassVar[str]
     scores_accuracy: ClassVar[bool] = False  # it scores candidates itself, by accuracy on valid (not the estimator)
+    evaluates: ClassVar[bool] = True  # it evaluates candidates (the hand-made reference prices its grid only)
 
     def check(self, feasibility: Feasibility) -> None:
         """What can be refused before anything is written (the run directory, a training): none by default."""

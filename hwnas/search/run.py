@@ -169,7 +169,8 @@ def run_search(cfg: SearchConfig, out: Path, *, resume: bool = False, force: boo
         with ProgressBars(progress and place.main) as bars:
             estimator.progress = lambda what, total: bars.task(what, total, transient=True)
             ctx = SearchContext(feasibility, estimator, executor, run, seed=cfg.seed,
-                                progress=bars.task(f"search ({cfg.strategy})", cfg.evaluations),
+                                progress=bars.task(f"search ({cfg.strategy})", cfg.evaluations)
+                                if strategy.evaluates else None,
                                 max_evaluations=cfg.evaluations)
             arch = strategy.run(ctx)
             cand = ctx.price_arch(arch)

@@ -37,6 +37,7 @@ Width = Annotated[float, Field(ge=0.1, le=4.0, allow_inf_nan=False)]
 
 class ReferenceScaling(Strategy):
     name = "reference"
+    evaluates = False
 
     @checked_options
     def __init__(self, widths: Sequence[Width] = (0.35, 0.5, 0.75, 1.0),
