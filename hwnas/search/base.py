@@ -183,7 +183,7 @@ class SearchContext:
                               f"({top.usage:.0%} of it) grown to {used:.0%}, {arch} (not evaluated itself)")
             return arch
         better = [c for c in self.history if c.feasible and c.score is not None and c.usage < BAND - 1e-9
-                  and inside.score is not None and self.estimator.clearly_better(c.score, inside.score)]
+                  and self.estimator.clearly_better(c.score, inside.score)] if inside.score is not None else []
         if better:
             pick = max(better, key=lambda c: (c.score, -c.latency_ms))
             self.notes.append(f"the answer {pick.arch} uses {pick.usage:.0%} of the budget: it is measurably more "

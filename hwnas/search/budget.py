@@ -104,17 +104,15 @@ class Feasibility:
     @cached_property
     def binding(self) -> dict[str, float]:
         """The budgets that bind (the space's largest network is over them): ``{"latency_ms": T, ...}``."""
+        def largest(cost: np.ndarray) -> np.ndarray:  # per layer, the costliest real candidate
+            return np.argmax(np.where(self.model.padding, -np.inf, cost), axis=1)
+
         out: dict[str, float] = {}
-        if self.budget.latency_ms is not None:
-            slowest = np.argmax(np.where(np.isfinite(self.model.latency_matrix()), self.model.latency_matrix(),
-                                         -np.inf), axis=1)
-            if self.costs(slowest)["latency_ms"][0] > self.budget.latency_ms:
-                out["latency_ms"] = self.budget.latency_ms
-        if self.budget.memory_bytes is not None:
-            mem = self.model.memory_matrix()
-            largest = np.argmax(np.where(np.isfinite(mem), mem, -np.inf), axis=1)
-            if self.costs(largest, exact=True)["memory_bytes"][0] > self.budget.memory_bytes:
-                out["memory_bytes"] = self.budget.memory_bytes
+        lat, mem = self.budget.latency_ms, self.budget.memory_bytes
+        if lat is not None and self.costs(largest(self.model.latency_matrix()))["latency_ms"][0] > lat:
+            out["latency_ms"] = lat
+        if mem is not None and self.costs(largest(self.model.memory_matrix()), exact=True)["memory_bytes"][0] > mem:
+            out["memory_bytes"] = mem
         return out
 
     def usage(self, costs: dict[str, np.ndarray]) -> np.ndarray:
