@@ -85,7 +85,7 @@ def stamp_for_this_host(table: Path, out: Path) -> Path:
 
     data = json.loads(Path(table).read_text())
     fp = get_device(data["device"]["device"]).backend_instance().fingerprint()
-    data["device"].update({k: fp[k] for k in MATCH_FIELDS})
+    data["device"].update({k: fp[k] for k in MATCH_FIELDS if k in fp})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / Path(table).name).write_text(json.dumps(data))

@@ -22,7 +22,7 @@ from hwnas.core.stats import LatencyStats, StatsRecord
 SCHEMA_VERSION = 1
 UNITS = {"latency": "ms", "memory": "bytes"}
 # Fingerprint fields that must agree for a table to be used with a device.
-MATCH_FIELDS = ("device", "backend", "runtime", "runtime_version", "precision", "threads", "host_cpu")
+MATCH_FIELDS = ("device", "backend", "runtime", "runtime_version", "precision", "quantization", "threads", "host_cpu")
 # The terms a stored calibration may weigh (hwnas.cost.model.CostModel.features computes each).
 CALIBRATION_TERMS = ("predicted_ms", "blocks", "io_mb", "weight_mb")
 FOREIGN_FLAG = "--allow-foreign-table"  # the explicit override of the fingerprint rule

@@ -8,7 +8,7 @@ from conftest import cli as _cli
 from hwnas.core.errors import ConfigError, UnknownNameError
 from hwnas.devices.registry import get_device, list_devices, load_device_file
 
-BUILTIN = {"cpu", "cpu-tflite", "pixel", "gpu", "cuda"}
+BUILTIN = {"cpu", "cpu-int8", "cpu-tflite", "pixel", "gpu", "cuda"}
 
 
 def test_builtin_devices_are_registered():
@@ -26,6 +26,7 @@ def test_every_registered_device_loads_and_reports_availability(name):
 
 def test_host_devices_are_ready_here():
     assert get_device("cpu").availability() == (True, "ready")
+    assert get_device("cpu-int8").availability() == (True, "ready")
     assert get_device("cpu-tflite").availability()[0] is HAS_TFLITE
 
 
@@ -98,6 +99,8 @@ def test_devices_path_env_adds_a_folder(tmp_path, monkeypatch):
      "options.graph_optimization_level"),
     ('name = "x"\nbackend = "onnxruntime"\n[options]\ngraph_optimisation_level = "all"\n',
      "options.graph_optimisation_level"),
+    ('name = "x"\nbackend = "onnxruntime"\nprecision = "int8"\n[options]\nquant_weights = "per-row"\n',
+     "options.quant_weights"),
     ('name = "x"\nbackend = "tensorrt"\n[options]\nworkspace_mb = -5\n', "options.workspace_mb"),
     ('name = "x"\nbackend = "android"\n[options]\ntaskset = "f0; reboot"\n', "options.taskset"),
     ('name = "x"\nbackend = "android"\n[options]\nextra_flags = ["--x=1;reboot"]\n', "options.extra_flags.0"),
@@ -158,3 +161,11 @@ def test_devices_path_that_is_not_a_folder_is_an_error(tmp_path, monkeypatch, ca
     monkeypatch.setenv("HWNAS_DEVICES_PATH", str(tmp_path / "nope"))
     code, text = _cli(capsys, "devices")
     assert code == 2 and "HWNAS_DEVICES_PATH" in text and "nope" in text
+
+
+def test_quantization_settings_apply_at_int8_only(tmp_path):
+    dev = get_device(str(_write(tmp_path, 'name = "x"\nbackend = "onnxruntime"\n[options]\nquant_calibration = '
+                                          '"entropy"\n')))
+    ok, why = dev.availability()
+    assert not ok and "quant_calibration" in why and 'precision = "int8"' in why
+

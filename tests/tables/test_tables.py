@@ -69,7 +69,8 @@ def test_newer_schema_is_refused_with_upgrade_hint(tmp_path):
 
 
 @pytest.mark.parametrize(("field", "value"), [("device", "cpu-tflite"), ("runtime_version", "2.0"), ("threads", 4),
-                                              ("host_cpu", "Y"), ("precision", "fp16")])
+                                              ("host_cpu", "Y"), ("precision", "fp16"),
+                                              ("quantization", {"weights": "per-tensor"})])
 def test_fingerprint_mismatch_is_refused(field, value):
     t = make_table()
     t.check_fingerprint(dict(FP))  # same device: accepted

@@ -195,6 +195,9 @@ class Backend(ABC):
     verified: ClassVar[bool] = True  # False until the backend has run on real hardware
     # True where the runtime keeps the graph's input and output tensors allocated for the whole run (TFLite's
     # arena); False where it reads the caller's input buffer in place (ONNX Runtime). Shapes the memory model.
+    # True where hwnas quantizes the runtime's INT8 models itself (post-training, from calibration inputs, the
+    # scheme in the descriptor's options); False where the runtime's own tool does it (trtexec --int8).
+    quantizes: ClassVar[bool] = False
     holds_graph_io: ClassVar[bool] = False
     # How the runtime places activation buffers (:mod:`hwnas.cost.memplan`); "liveness" where not yet emulated.
     memory_planner: ClassVar[str] = "liveness"
@@ -240,9 +243,11 @@ class Backend(ABC):
 
     # -- prepare ------------------------------------------------------------------------------
     @abstractmethod
-    def prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], tag: str) -> Artifact:
+    def prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], tag: str,
+                calibration: np.ndarray | None = None) -> Artifact:
         """``module`` (eval mode) made into what this runtime loads: a cached file (:class:`FileBackend`), or
-        the module itself where the runtime keeps modules in memory (torch_cuda)."""
+        the module itself where the runtime keeps modules in memory (torch_cuda); ``calibration`` inputs for
+        the runtimes hwnas quantizes at INT8."""
 
     # -- load / time / run --------------------------------------------------------------------
     def load(self, artifact: Artifact) -> Session:
@@ -307,22 +312,43 @@ class Backend(ABC):
             "host_cpu": cpu_model(),
             "descriptor": {"description": dev.description, "connection": asdict(dev.connection),
                            "options": dict(dev.options)},
+            **({"quantization": self.quant_scheme().to_dict()} if dev.precision == "int8" and self.quantizes else {}),
         }
+
+    def quant_scheme(self):  # -> QuantScheme
+        """How this device's INT8 models are quantized (:class:`hwnas.devices.backends.quantize.QuantScheme`)."""
+        from hwnas.devices.backends.quantize import QuantScheme
+
+        return QuantScheme.of(self.device.options)
 
 
 class FileBackend(Backend):
     """A runtime that loads converted model files: :meth:`prepare` converts through :meth:`_prepare` into the
     artifact cache, keyed so that a changed module or converter converts again."""
 
-    def prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], tag: str) -> Artifact:
+    def prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], tag: str,
+                calibration: np.ndarray | None = None) -> Artifact:
         """Convert ``module`` (eval mode) for this runtime, reusing a cached artifact.
 
-        The cache key covers ``tag``, the input shape, the module's structure (its repr) and weights, and the
-        converter's version: a changed block, or the same block with other weights, is converted again.
+        On an INT8 device of a runtime hwnas quantizes for (``quantizes``), the file is quantized from
+        ``calibration`` inputs, ``(N, *input_shape)``: images of the training split for a network that ships;
+        seeded random inputs by default, enough to time a block (integer kernels run alike whatever the scales).
+
+        The cache key covers ``tag``, the input shape, the module's structure (its repr) and weights, the
+        converter's version, and for INT8 the scheme and the calibration inputs: a changed block, or the same
+        block with other weights, is converted again.
         """
         h = hashlib.sha256(f"{tag}|{input_shape}|{module!r}|{self.cache_salt()}".encode())
         for tensor in module.state_dict().values():
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        quantized = self.device.precision == "int8" and self.quantizes
+        if quantized:
+            from hwnas.devices.backends.quantize import random_calibration
+
+            calibration = random_calibration(input_shape) if calibration is None else np.asarray(calibration,
+                                                                                               dtype=np.float32)
+            h.update(f"|int8|{self.quant_scheme().salt()}|{calibration.shape}".encode())
+            h.update(np.ascontiguousarray(calibration).tobytes())
         digest = h.hexdigest()[:20]
         path = cache_dir() / (self.cache_name or self.name) / f"{digest}{self.suffix}"
         import torch
@@ -333,7 +359,11 @@ class FileBackend(Backend):
         if not path.is_file():
             cache_folder(path.parent.name)
             try:  # an OSError (a full disk, the cache taken away mid-run) is an OutputError with the fix
-                atomic_write_with(path, lambda tmp: self._prepare(module, input_shape, tmp), fix=_CACHE_FIX)
+                if quantized:
+                    atomic_write_with(path, lambda tmp: self._prepare_quantized(module, input_shape, tmp, calibration),
+                                      fix=_CACHE_FIX)
+                else:
+                    atomic_write_with(path, lambda tmp: self._prepare(module, input_shape, tmp), fix=_CACHE_FIX)
             except HwnasError:
                 raise
             except Exception as exc:
@@ -348,3 +378,9 @@ class FileBackend(Backend):
     @abstractmethod
     def _prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
         """Write the runtime's artifact of ``module`` to ``path`` (a temp path, renamed once complete)."""
+
+    def _prepare_quantized(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path,
+                           calibration: np.ndarray) -> None:
+        """Write the INT8 artifact of ``module``, quantized from ``calibration``, to ``path`` (where
+        ``quantizes``)."""
+        raise NotImplementedError(f"{self.name} does not quantize models")

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from hwnas.core.lazy import available, require
 from hwnas.core.schema import STRICT
 from hwnas.devices.backends.base import Artifact, FileBackend, Session
+from hwnas.devices.backends.quantize import ACTIVATIONS, CALIBRATIONS, WEIGHTS, quantize_onnx
 
 if TYPE_CHECKING:
     import torch
@@ -54,14 +55,23 @@ class _OrtSession(Session):
 class OnnxRuntimeOptions(BaseModel):
     model_config = STRICT
     graph_optimization_level: Literal[tuple(_LEVELS)] = "all"  # type: ignore[valid-type]
+    # at precision int8, how models are quantized (hwnas.devices.backends.quantize.QuantScheme)
+    quant_weights: Literal[WEIGHTS] = "per-channel"  # type: ignore[valid-type]
+    quant_activations: Literal[ACTIVATIONS] = "uint8"  # type: ignore[valid-type]
+    quant_symmetric: bool = False
+    quant_calibration: Literal[CALIBRATIONS] = "minmax"  # type: ignore[valid-type]
 
 
 class OnnxRuntimeBackend(FileBackend):
-    """ONNX Runtime CPU execution provider. Options: ``graph_optimization_level`` (all|extended|basic|disable)."""
+    """ONNX Runtime CPU execution provider. Options: ``graph_optimization_level`` (all|extended|basic|disable);
+    at precision int8, the quantization scheme (``quant_weights``, ``quant_activations``, ``quant_symmetric``,
+    ``quant_calibration``): models are quantized to QDQ by :mod:`hwnas.devices.backends.quantize`."""
 
     name = "onnxruntime"
     runtime = "onnxruntime"
     suffix = ".onnx"
+    precisions = ("fp32", "int8")
+    quantizes = True
     memory_planner = "onnxruntime"
     options_schema = OnnxRuntimeOptions
 
@@ -72,6 +82,10 @@ class OnnxRuntimeBackend(FileBackend):
         level = device.option("graph_optimization_level", "all")
         if level not in _LEVELS:
             return False, f"options.graph_optimization_level '{level}' in {device.source}: use one of {list(_LEVELS)}"
+        quant = sorted(k for k in device.options if k.startswith("quant_"))
+        if quant and device.precision != "int8":
+            return False, (f"{', '.join(quant)} in {device.source} apply at precision int8 only: set "
+                           "precision = \"int8\", or remove them")
         return True, "ready"
 
     def cache_salt(self) -> str:
@@ -81,6 +95,13 @@ class OnnxRuntimeBackend(FileBackend):
 
     def _prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
         export_onnx(module, input_shape, path)
+
+    def _prepare_quantized(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path,
+                           calibration: np.ndarray) -> None:
+        with tempfile.TemporaryDirectory(prefix="hwnas-ort-") as tmp:
+            float_model = Path(tmp) / "float.onnx"
+            export_onnx(module, input_shape, float_model)
+            quantize_onnx(float_model, path, calibration, self.quant_scheme())
 
     def inference_session(self, path: Path, profile_prefix: str | None = None,
                           optimized_model_path: str | None = None):

@@ -144,7 +144,8 @@ class TorchCudaBackend(Backend):
         fp["cuda_graphs"] = bool(self.device.option("cuda_graphs", False))
         return fp
 
-    def prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], tag: str) -> Artifact:
+    def prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], tag: str,
+                calibration: np.ndarray | None = None) -> Artifact:
         """No file to convert: the module itself is the artifact (kept in memory, a marker on disk)."""
         import torch
 
