@@ -88,6 +88,9 @@ def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray, scheme: QuantSc
     """
     q = require("onnxruntime.quantization", "core", "onnxruntime")
     import onnx
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # the pre-processing session warns of initializers it folded away
 
     calibration = np.asarray(calibration, dtype=np.float32)
     if calibration.ndim < 2 or len(calibration) == 0:
