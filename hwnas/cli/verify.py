@@ -7,7 +7,7 @@ from rich.markup import escape
 
 from hwnas.cli._console import console, err_console
 from hwnas.cli._options import AllowForeignTable, BudgetFile, TablesDir
-from hwnas.cli._types import positive, positive_int
+from hwnas.cli._types import non_negative, positive, positive_int
 
 
 def verify(
@@ -28,6 +28,9 @@ def verify(
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure activation memory."),
     out: Path = typer.Option(None, "--out", "-o", help="Report folder [default: <model>.verify/]."),
     calibrate: bool = typer.Option(False, "--calibrate", help="Feed the measurement into the table's calibration."),
+    max_accuracy_drop: float = typer.Option(0.01, "--max-accuracy-drop", parser=non_negative,
+                                            help="INT8: test accuracy the model may lose against fp32 (0.01 = 1 "
+                                                 "point)."),
     allow_foreign_table: AllowForeignTable = False,
 ) -> None:
     """Run an exported model on its device: parity with PyTorch, latency and memory vs the table and the budget."""
@@ -41,7 +44,8 @@ def verify(
                             Limits.from_flags(latency_ms, memory_mb))
     out = out or model.with_name(model.name + ".verify")
     report = run_verify(model, dev, table=table, tables=tables, limits=limits, reference=reference, weights=weights,
-                        data=data, rounds=rounds, memory=memory, out=out, allow_foreign=allow_foreign_table)
+                        data=data, rounds=rounds, memory=memory, out=out, allow_foreign=allow_foreign_table,
+                        max_accuracy_drop=max_accuracy_drop)
     for note in report.notes:
         if note.startswith("FOREIGN TABLE"):
             err_console.print(f"[bold red]warning:[/] {escape(note)}")

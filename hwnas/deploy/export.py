@@ -55,6 +55,28 @@ def _write_onnx(module, shape, path, metadata, precision, trtexec) -> None:
     to_onnx(module, shape, path, metadata)
 
 
+def to_quantized_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, metadata: dict[str, str],
+                      calibration: np.ndarray, scheme) -> None:
+    """The float export (:func:`to_onnx`) quantized statically to QDQ (:mod:`hwnas.devices.backends.quantize`)
+    from ``calibration`` images; the metadata gains the precision, the scheme and the calibration's size."""
+    import onnx
+
+    from hwnas.devices.backends.quantize import quantize_onnx
+
+    with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
+        to_onnx(module, input_shape, Path(tmp) / "float.onnx", {})
+        quantize_onnx(Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx", calibration, scheme)
+        model = onnx.load(str(Path(tmp) / "int8.onnx"))
+    meta = {**metadata, "precision": "int8", "quantization": json.dumps(scheme.to_dict(), sort_keys=True),
+            "calibration_images": str(len(calibration))}
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.add(key=PREFIX + key, value=value)
+    model.producer_name, model.producer_version = "hwnas", __version__
+    onnx.checker.check_model(model, full_check=True)
+    atomic_write_with(path, lambda tmp: onnx.save(model, str(tmp)))
+
+
 def _write_tflite(module, shape, path, metadata, precision, trtexec) -> None:
     from hwnas.devices.backends.litert import to_tflite
 
@@ -258,13 +280,17 @@ def to_engine(module: nn.Module, input_shape: tuple[int, ...], path: Path, preci
     atomic_write_with(path, lambda tmp: build_engine(module, input_shape, tmp, precision, trtexec))
 
 
+QUANTIZED = {"onnx": "cpu-int8"}  # formats hwnas quantizes to INT8, and the device whose scheme they take
+
+
 def _precision(precision: str, fmt: str) -> str:
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{precision}'.", f"use one of {', '.join(PRECISIONS)}")
-    if fmt != "tensorrt" and precision != "fp32":
-        raise ConfigError(f"--precision {precision} applies to TensorRT engines; {fmt} exports are fp32.",
-                          "drop --precision, or export --format tensorrt")
-    return precision
+    if fmt == "tensorrt" or precision == "fp32" or (precision == "int8" and fmt in QUANTIZED):
+        return precision
+    raise ConfigError(f"--precision {precision} does not apply to {fmt} exports.",
+                      f"{fmt} exports are fp32{' or int8' if fmt in QUANTIZED else ''}; fp16 is for TensorRT "
+                      "engines (--format tensorrt)")
 
 
 def output_path(out: Path, arch: Arch, fmt: str) -> Path:
@@ -325,15 +351,37 @@ class ExportResult:
 
 
 def export(source: Source, fmt: str, out: Path, *, precision: str = "fp32", trtexec: str = "trtexec",
-           check_parity: bool = True) -> ExportResult:
-    """Write ``source`` as ``fmt`` to ``out``; parity with PyTorch is checked where the runtime is on this host."""
+           check_parity: bool = True, calibration: np.ndarray | None = None,
+           device: str | None = None) -> ExportResult:
+    """Write ``source`` as ``fmt`` to ``out``; parity with PyTorch is checked where the runtime is on this host.
+
+    At ``precision`` int8 (ONNX), the model is quantized from ``calibration`` images ``(N, *input_shape)``, the
+    training split's, with the scheme of ``device`` (default ``cpu-int8``), so that it is the model that device's
+    table prices. Elementwise parity does not hold for it: the top-1 agreement on the calibration images is
+    reported, and ``hwnas verify --data`` measures the accuracy it loses on the test split.
+    """
     spec = FORMATS.get(fmt)  # a known name, or the error with the choices
     _precision(precision, fmt)
+    quantized = precision == "int8" and fmt in QUANTIZED
+    if quantized and calibration is None:
+        raise ConfigError(f"an INT8 {fmt} export is quantized from calibration images, and none were given.",
+                          "pass --data SPEC (its training split gives the images; --calibration-images N of them)")
     out = output_path(out, source.arch, fmt)
     module = source.build()
     shape = source.arch.space.input_shape
     meta = source.metadata()
     result = ExportResult(out, fmt, str(source.arch), meta)
+    if quantized:
+        scheme = _quant_device(device or QUANTIZED[fmt]).backend_instance().quant_scheme()
+        to_quantized_onnx(module, shape, out, meta, _batched(calibration, shape), scheme)
+        result.metadata = read_metadata(out)
+        if check_parity:
+            result.parity = parity_with_torch(module, out, shape, "int8", inputs=_batched(calibration, shape))
+            result.notes.append(f"INT8 ({scheme.weights} weights, {scheme.activations} activations, "
+                                f"{scheme.calibration} calibration on {len(calibration)} images): top-1 agreement "
+                                f"{result.parity.top1_agreement:.1%} on those images; hwnas verify --data measures "
+                                "the accuracy lost on the test split")
+        return result
     spec.write(module, shape, out, meta, precision, trtexec)
     if not spec.embeds_metadata:
         atomic_write_text(sidecar(out), json.dumps(meta, indent=1))
@@ -363,12 +411,55 @@ def host_session(path: Path, input_shape: tuple[int, ...]):
     return backend.load(Artifact(Path(path), tuple(input_shape), ()))
 
 
+def export_calibration(source: Source, fmt: str, precision: str, data: str | None, n: int) -> np.ndarray | None:
+    """The calibration images an export at ``precision`` needs (None where it needs none): ``n`` of the training
+    split of ``data``, or of the data the source's run trained on, with that run's seed and limit."""
+    if precision != "int8" or fmt not in QUANTIZED:
+        return None
+    from hwnas.learn.data import calibration_images
+
+    run: dict = {}
+    if source.run_dir and (Path(source.run_dir) / "config.json").is_file():
+        run = read_json(Path(source.run_dir) / "config.json", "run file", "pass --data SPEC")
+    spec = data or run.get("data")
+    if not spec:
+        raise ConfigError("an INT8 export calibrates on training images, and no dataset is known.",
+                          "pass --data SPEC (e.g. --data digits, or the data the network was trained on)")
+    seed, limit = (run.get("seed", 0), run.get("limit")) if spec == run.get("data") else (0, None)
+    return calibration_images(spec, source.arch.space.resolution, n, seed=seed, limit=limit)
+
+
+def _quant_device(name: str):
+    from hwnas.devices.registry import get_device
+
+    device = get_device(name)
+    if device.precision != "int8" or not device.backend_class.quantizes:
+        raise ConfigError(f"device '{name}' does not run models hwnas quantizes (precision {device.precision}, "
+                          f"backend {device.backend}).", "pass an INT8 device of ONNX Runtime, e.g. --device cpu-int8")
+    return device
+
+
+def _batched(images: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Images ``(N, C, H, W)`` as ``(N // batch, *input_shape)``: inputs the exported model takes as they are."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != len(input_shape) or images.shape[1:] != tuple(input_shape[1:]):
+        raise ConfigError(f"calibration images of shape {images.shape[1:]} do not fit the model's input "
+                          f"{tuple(input_shape[1:])}.", "pass images of the network's resolution (the data it "
+                                                        "was trained on)")
+    batch = input_shape[0]
+    n = len(images) // batch
+    if n == 0:
+        raise ConfigError(f"{len(images)} calibration images fill no batch of {batch}.",
+                          f"pass at least {batch} (--calibration-images)")
+    return images[:n * batch].reshape(n, *input_shape)
+
+
 def parity_with_torch(module: nn.Module, path: Path, input_shape: tuple[int, ...], precision: str = "fp32",
-                      batches: int = 3) -> Parity:
+                      batches: int = 3, inputs: np.ndarray | None = None) -> Parity:
     import torch
 
     session = host_session(path, input_shape)
-    xs = random_inputs(input_shape, batches)
+    xs = random_inputs(input_shape, batches) if inputs is None else list(inputs)
     with torch.no_grad():
         ref = np.stack([module(torch.from_numpy(x)).numpy() for x in xs])
     got = np.stack([session.run(x) for x in xs])

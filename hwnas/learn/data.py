@@ -174,3 +174,14 @@ def _statistics(train: ImageSet, seed: int) -> tuple[tuple[float, ...], tuple[fl
     std = (square / count - mean.pow(2)).clamp_min(0).sqrt().clamp_min(1e-3)
     return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
 
+
+
+def calibration_images(spec: str, resolution: int, n: int, *, seed: int = 0, limit: int | None = None) -> np.ndarray:
+    """``n`` images of the training split of ``spec`` as the network sees them at inference (normalized as in
+    training, no augmentation): what INT8 quantization calibrates its ranges on, never the test split. ``seed``
+    and ``limit`` must be the training run's, so that the split and its normalization are the same."""
+    if n < 1:
+        raise ConfigError(f"--calibration-images {n} gives no image to calibrate on.",
+                          "pass a count of at least 1 (a few hundred is usual)")
+    images, _ = load(spec, resolution, seed=seed, limit=limit).train.evaluation().head(n)
+    return images.numpy()

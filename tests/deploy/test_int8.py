@@ -1,0 +1,101 @@
+"""INT8 export (static QDQ from training images) and its verification by accuracy on cpu-int8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwnas.core.errors import ConfigError
+from hwnas.deploy.export import export, export_calibration, read_metadata, resolve_source
+from hwnas.deploy.verify import verify
+from hwnas.devices.backends.base import MeasureSettings
+from hwnas.devices.backends.quantize import quantized_ops
+from hwnas.devices.registry import get_device
+from hwnas.learn.data import calibration_images, load
+from hwnas.learn.loop import TrainConfig, build_for, train
+from hwnas.search.runs import RunDir
+from hwnas.spaces.arch import Arch
+
+SMALL = "proxyless@32:066646660666066626662"
+QUICK = MeasureSettings(warmup_runs=2, min_runs=5, min_seconds=0.05)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A run directory whose network was really trained on digits (a few epochs): quantization must keep it."""
+    folder = tmp_path_factory.mktemp("int8") / "run"
+    data = load("digits", 32, seed=0)
+    net = build_for(Arch.parse(SMALL), data.classes, 0)
+    train(net, data, TrainConfig(epochs=3, seed=0, device="cpu"))
+    run = RunDir(folder)
+    folder.mkdir(parents=True)
+    run.write_json("best.json", {"arch": SMALL})
+    run.write_json("config.json", {"table_sha256": "cd" * 32, "data": "digits", "seed": 0, "limit": None})
+    run.save_weights(net.state_dict())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def int8_model(trained_run, tmp_path_factory) -> Path:
+    src = resolve_source(str(trained_run))
+    calibration = export_calibration(src, "onnx", "int8", None, 64)  # the run's own data: digits
+    out = tmp_path_factory.mktemp("int8-export") / "model.onnx"
+    result = export(src, "onnx", out, precision="int8", calibration=calibration)
+    assert result.parity is not None and result.parity.top1_agreement >= 0.9, result.parity
+    assert any("top-1 agreement" in n for n in result.notes)
+    return out
+
+
+def test_the_int8_export_is_a_qdq_model_that_records_its_scheme(int8_model, trained_run):
+    meta = read_metadata(int8_model)
+    assert meta["precision"] == "int8" and meta["calibration_images"] == "64" and meta["arch"] == SMALL
+    assert '"weights": "per-channel"' in meta["quantization"] and meta["run_dir"] == str(trained_run.resolve())
+    ops = quantized_ops(int8_model)
+    assert ops["QuantizeLinear"] >= 10 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
+
+
+def test_calibration_comes_from_the_training_split_normalized_as_in_training():
+    images = calibration_images("digits", 32, 40, seed=0)
+    data = load("digits", 32, seed=0)
+    first, _ = data.train.evaluation().head(40)
+    np.testing.assert_array_equal(images, first.numpy())
+    assert images.shape == (40, 3, 32, 32)
+    with pytest.raises(ConfigError, match="calibration-images"):
+        calibration_images("digits", 32, 0)
+
+
+def test_an_int8_export_without_images_or_of_another_format_is_refused(tmp_path):
+    src = resolve_source(SMALL)
+    with pytest.raises(ConfigError, match="calibration images"):
+        export(src, "onnx", tmp_path / "m.onnx", precision="int8")
+    with pytest.raises(ConfigError, match="no dataset"):
+        export_calibration(src, "onnx", "int8", None, 8)
+    assert export_calibration(src, "onnx", "fp32", None, 8) is None
+    with pytest.raises(ConfigError, match="does not apply to onnx"):
+        export(src, "onnx", tmp_path / "m.onnx", precision="fp16")
+    with pytest.raises(ConfigError, match="does not run models hwnas quantizes"):
+        export(src, "onnx", tmp_path / "m.onnx", precision="int8", device="cpu",
+               calibration=np.zeros((2, 3, 32, 32), np.float32))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_verify_judges_an_int8_model_by_the_accuracy_it_loses(int8_model, tmp_path):
+    report = verify(int8_model, get_device("cpu-int8"), data="digits", settings=QUICK, rounds=2, out=tmp_path / "v")
+    real = report.parity["real"]
+    assert real["accuracy"] > 0.5 and real["reference_accuracy"] > 0.5  # a trained net, on the test split
+    assert real["accuracy_drop"] == pytest.approx(real["reference_accuracy"] - real["accuracy"])
+    assert real["accuracy_drop"] <= 0.01 and real["passed"] and report.passed, report.to_json()
+    assert "against fp32" in (tmp_path / "v" / "verify.md").read_text()
+    strict = verify(int8_model, get_device("cpu-int8"), data="digits", settings=QUICK, rounds=1, memory=False,
+                    max_accuracy_drop=real["accuracy_drop"] - 1e-6)
+    assert not strict.parity["real"]["passed"] and not strict.passed
+
+
+def test_verify_refuses_a_model_of_the_other_precision(int8_model, trained_run, tmp_path):
+    with pytest.raises(ConfigError, match="exported at int8"):
+        verify(int8_model, get_device("cpu"), data=None, settings=QUICK, rounds=1)
+    fp32 = export(resolve_source(str(trained_run)), "onnx", tmp_path / "f.onnx").path
+    with pytest.raises(ConfigError, match="exported at fp32"):
+        verify(fp32, get_device("cpu-int8"), data=None, settings=QUICK, rounds=1)
