@@ -70,9 +70,10 @@ def diff(
 ) -> None:
     """Compare two tables of the same space: per-entry latency ratio B/A."""
     from hwnas.tables import view as tableview
-    from hwnas.tables.table import Table
+    from hwnas.tables.table import Table, is_model_table
 
-    d = tableview.diff(Table.load(a), Table.load(b))
+    ta, tb = Table.load(a), Table.load(b)
+    d = tableview.diff(ta, tb)
     for field, (va, vb) in d.context.items():
         console.print(f"[bold]{escape(field)}[/]: {escape(str(va))} -> {escape(str(vb))}")
     console.print(f"{len(d.ratios)} common entries; median ratio B/A = {d.median_ratio:.3f}; "
@@ -81,6 +82,19 @@ def diff(
     for key, ratio in sorted(d.ratios.items(), key=lambda kv: -abs(kv[1] - 1.0))[:top]:
         rows.add_row(escape(key), f"{ratio:.3f}")
     console.print(rows)
+    if d.slower:
+        console.print(f"{len(d.slower)} of {len(d.ratios)} entries are slower in B than in A:")
+        for key in d.slower:
+            console.print(f"  {escape(key)}  {d.ratios[key]:.3f}")
+    if not is_model_table(ta):
+        from hwnas.core.errors import TableError
+        from hwnas.cost.model import reference_ratio
+
+        try:
+            la, lb = reference_ratio(ta, tb)
+            console.print(f"the space's reference net: {la:.3f} ms in A, {lb:.3f} ms in B (B/A {lb / la:.3f})")
+        except TableError as exc:
+            console.print(f"the space's reference net is not priced: {escape(exc.message)}")
 
 
 @app.command("validate")

@@ -332,3 +332,12 @@ class CostModel:
         table, fixed = self._lut[calibrated]
         lut = torch.as_tensor(np.nan_to_num(table), dtype=probs.dtype, device=probs.device)
         return fixed + (probs * lut).sum()
+
+
+def reference_ratio(a: Table, b: Table) -> tuple[float, float]:
+    """The space's reference network priced by table ``a`` and by table ``b`` (ms, uncalibrated): the whole-net
+    view of a table diff, e.g. what INT8 buys over fp32 once every block's edges are summed."""
+    ma, mb = CostModel(a), CostModel(b)
+    arch = Arch.of(ma.space, ma.space.reference_choices())
+    return (ma.predict(arch, calibrated=False, planned=False).latency_ms,
+            mb.predict(arch, calibrated=False, planned=False).latency_ms)

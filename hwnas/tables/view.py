@@ -93,6 +93,11 @@ class TableDiff:
     def median_ratio(self) -> float:
         return float(np.median(list(self.ratios.values()))) if self.ratios else float("nan")
 
+    @property
+    def slower(self) -> list[str]:
+        """The keys B runs slower than A, slowest first: where an INT8 table loses to its fp32 one."""
+        return sorted((k for k, r in self.ratios.items() if r > 1.0), key=lambda k: -self.ratios[k])
+
 
 def diff(a: Table, b: Table) -> TableDiff:
     if a.space.get("id") != b.space.get("id") or a.space.get("resolution") != b.space.get("resolution"):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from hwnas.core.stats import summarize
 from hwnas.tables.table import Entry, Table
 
@@ -103,6 +103,32 @@ def test_table_diff_reports_ratio(tmp_path):
     proc = run_cli("table", "diff", str(a), str(b))
     assert proc.returncode == 0, proc.stderr
     assert "median ratio B/A = 1.500" in proc.stdout
+    assert "1 of 1 entries are slower in B" in proc.stdout and "reference net is not priced" in proc.stdout
+
+
+def test_table_diff_names_the_slower_blocks_and_prices_the_reference_in_both(tmp_path):
+    import json
+
+    from hwnas.cost.model import reference_ratio
+    from hwnas.tables import view
+
+    table = ROOT / "latency_tables" / "cpu-proxyless-w0.35-32.json"
+    data = json.loads(table.read_text())
+    keys = sorted(k for k, e in data["entries"].items() if e["latency"])
+    for i, key in enumerate(keys):  # B: every other entry twice as slow, the rest twice as fast
+        for field in ("median", "p10", "p90", "mean", "min", "p95"):
+            if field in data["entries"][key]["latency"]:
+                data["entries"][key]["latency"][field] *= 2.0 if i % 2 == 0 else 0.5
+    (tmp_path / "b.json").write_text(json.dumps(data))
+    a, b = Table.load(table), Table.load(tmp_path / "b.json")
+    d = view.diff(a, b)
+    assert set(d.slower) == set(keys[::2]) and all(d.ratios[k] == pytest.approx(2.0) for k in d.slower)
+    la, lb = reference_ratio(a, b)
+    assert la > 0 and lb != pytest.approx(la)
+    proc = run_cli("table", "diff", str(table), str(tmp_path / "b.json"), "--top", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(d.slower)} of {len(keys)} entries are slower in B" in proc.stdout
+    assert f"{la:.3f} ms in A, {lb:.3f} ms in B" in proc.stdout
 
 
 @pytest.mark.slow

@@ -14,8 +14,9 @@ device's table:
 The searches train on ``--search-limit`` images. Every net is then retrained from scratch with one schedule
 (``--epochs``, ``--limit`` images for train + valid, the dataset's augmentation, one seed), its test accuracy
 taken on the dataset's own test split (which nothing above saw), exported to ONNX and timed on the device; the
-nets of one budget are timed side by side in interleaved rounds. Search and retrain wall times are recorded. Results go to ``--out``/results.json as each net
-finishes (a rerun picks up where a killed one stopped) and a Markdown table is printed.
+nets of one budget are timed side by side in interleaved rounds. Search and retrain wall times are recorded.
+Results go to ``--out``/results.json as each net finishes (a rerun picks up where a killed one stopped) and a
+Markdown table is printed.
 
     python tools/bench/search_vs_hand.py --table runs/bench/tables/cpu-proxyless-32.json --fractions 0.6
 """

@@ -193,11 +193,11 @@ class Backend(ABC):
     cache_name: ClassVar[str] = ""  # artifact cache folder, when shared with another backend
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     verified: ClassVar[bool] = True  # False until the backend has run on real hardware
-    # True where the runtime keeps the graph's input and output tensors allocated for the whole run (TFLite's
-    # arena); False where it reads the caller's input buffer in place (ONNX Runtime). Shapes the memory model.
     # True where hwnas quantizes the runtime's INT8 models itself (post-training, from calibration inputs, the
     # scheme in the descriptor's options); False where the runtime's own tool does it (trtexec --int8).
     quantizes: ClassVar[bool] = False
+    # True where the runtime keeps the graph's input and output tensors allocated for the whole run (TFLite's
+    # arena); False where it reads the caller's input buffer in place (ONNX Runtime). Shapes the memory model.
     holds_graph_io: ClassVar[bool] = False
     # How the runtime places activation buffers (:mod:`hwnas.cost.memplan`); "liveness" where not yet emulated.
     memory_planner: ClassVar[str] = "liveness"
@@ -359,11 +359,9 @@ class FileBackend(Backend):
         if not path.is_file():
             cache_folder(path.parent.name)
             try:  # an OSError (a full disk, the cache taken away mid-run) is an OutputError with the fix
-                if quantized:
-                    atomic_write_with(path, lambda tmp: self._prepare_quantized(module, input_shape, tmp, calibration),
-                                      fix=_CACHE_FIX)
-                else:
-                    atomic_write_with(path, lambda tmp: self._prepare(module, input_shape, tmp), fix=_CACHE_FIX)
+                atomic_write_with(path, (lambda tmp: self._prepare_quantized(module, input_shape, tmp, calibration))
+                                  if quantized else (lambda tmp: self._prepare(module, input_shape, tmp)),
+                                  fix=_CACHE_FIX)
             except HwnasError:
                 raise
             except Exception as exc:
