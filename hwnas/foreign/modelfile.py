@@ -185,6 +185,7 @@ class Metadata(BaseModel):
     arch: str | None = Field(None, min_length=1, max_length=4096)
     classes: str | None = None
     trained: Literal["true", "false"] | None = None
+    precision: Literal["fp32", "fp16", "int8"] | None = None  # int8: quantized by hwnas export
 
     @field_validator("classes")
     @classmethod
