@@ -433,7 +433,7 @@ def _quant_device(name: str):
     from hwnas.devices.registry import get_device
 
     device = get_device(name)
-    if device.precision != "int8" or not device.backend_class.quantizes:
+    if device.precision != "int8" or not device.backend_class.quantizer:
         raise ConfigError(f"device '{name}' does not run models hwnas quantizes (precision {device.precision}, "
                           f"backend {device.backend}).", "pass an INT8 device of ONNX Runtime, e.g. --device cpu-int8")
     return device

@@ -118,7 +118,7 @@ def check_parity(source: Source, path: Path, device_session, shape: tuple[int, .
 def _check_precision(meta: dict[str, str], device: Device, model: Path) -> None:
     """A model quantized by hwnas export runs on an INT8 device, a float one on a float device: otherwise the
     measurement is not the one the device's table prices."""
-    if "arch" not in meta or not device.backend_class.quantizes:
+    if "arch" not in meta or not device.backend_class.quantizer:
         return  # not exported by hwnas (its precision is the user's to know), or quantized by the runtime's tool
     exported = meta.get("precision", "fp32")
     if (exported == "int8") != (device.precision == "int8"):

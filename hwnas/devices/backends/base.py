@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -193,9 +195,10 @@ class Backend(ABC):
     cache_name: ClassVar[str] = ""  # artifact cache folder, when shared with another backend
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     verified: ClassVar[bool] = True  # False until the backend has run on real hardware
-    # True where hwnas quantizes the runtime's INT8 models itself (post-training, from calibration inputs, the
-    # scheme in the descriptor's options); False where the runtime's own tool does it (trtexec --int8).
-    quantizes: ClassVar[bool] = False
+    # How hwnas quantizes the runtime's INT8 models itself, float file to INT8 file (source, destination,
+    # calibration inputs, scheme from the descriptor's options); None where the runtime's own tool does it
+    # (trtexec --int8) or the runtime runs no INT8.
+    quantizer: ClassVar[Callable[..., None] | None] = None
     # True where the runtime keeps the graph's input and output tensors allocated for the whole run (TFLite's
     # arena); False where it reads the caller's input buffer in place (ONNX Runtime). Shapes the memory model.
     holds_graph_io: ClassVar[bool] = False
@@ -312,7 +315,7 @@ class Backend(ABC):
             "host_cpu": cpu_model(),
             "descriptor": {"description": dev.description, "connection": asdict(dev.connection),
                            "options": dict(dev.options)},
-            **({"quantization": self.quant_scheme().to_dict()} if dev.precision == "int8" and self.quantizes else {}),
+            **({"quantization": self.quant_scheme().to_dict()} if dev.precision == "int8" and self.quantizer else {}),
         }
 
     def quant_scheme(self):  # -> QuantScheme
@@ -330,7 +333,7 @@ class FileBackend(Backend):
                 calibration: np.ndarray | None = None) -> Artifact:
         """Convert ``module`` (eval mode) for this runtime, reusing a cached artifact.
 
-        On an INT8 device of a runtime hwnas quantizes for (``quantizes``), the file is quantized from
+        On an INT8 device of a runtime hwnas quantizes for (its ``quantizer``), the file is quantized from
         ``calibration`` inputs, ``(N, *input_shape)``: images of the training split for a network that ships;
         seeded random inputs by default, enough to time a block (integer kernels run alike whatever the scales).
 
@@ -341,7 +344,7 @@ class FileBackend(Backend):
         h = hashlib.sha256(f"{tag}|{input_shape}|{module!r}|{self.cache_salt()}".encode())
         for tensor in module.state_dict().values():
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        quantized = self.device.precision == "int8" and self.quantizes
+        quantized = self.device.precision == "int8" and self.quantizer is not None
         if quantized:
             from hwnas.devices.backends.quantize import random_calibration
 
@@ -379,6 +382,9 @@ class FileBackend(Backend):
 
     def _prepare_quantized(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path,
                            calibration: np.ndarray) -> None:
-        """Write the INT8 artifact of ``module``, quantized from ``calibration``, to ``path`` (where
-        ``quantizes``)."""
-        raise NotImplementedError(f"{self.name} does not quantize models")
+        """Write the INT8 artifact of ``module`` to ``path``: the float artifact (:meth:`_prepare`), quantized by
+        the runtime's ``quantizer`` from ``calibration`` with the device's scheme."""
+        with tempfile.TemporaryDirectory(prefix=f"hwnas-{self.name}-") as tmp:
+            float_file = Path(tmp) / f"float{self.suffix}"
+            self._prepare(module, input_shape, float_file)
+            self.quantizer(float_file, path, calibration, self.quant_scheme())

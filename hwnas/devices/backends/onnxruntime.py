@@ -71,7 +71,7 @@ class OnnxRuntimeBackend(FileBackend):
     runtime = "onnxruntime"
     suffix = ".onnx"
     precisions = ("fp32", "int8")
-    quantizes = True
+    quantizer = staticmethod(quantize_onnx)
     memory_planner = "onnxruntime"
     options_schema = OnnxRuntimeOptions
 
@@ -95,13 +95,6 @@ class OnnxRuntimeBackend(FileBackend):
 
     def _prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
         export_onnx(module, input_shape, path)
-
-    def _prepare_quantized(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path,
-                           calibration: np.ndarray) -> None:
-        with tempfile.TemporaryDirectory(prefix="hwnas-ort-") as tmp:
-            float_model = Path(tmp) / "float.onnx"
-            export_onnx(module, input_shape, float_model)
-            quantize_onnx(float_model, path, calibration, self.quant_scheme())
 
     def inference_session(self, path: Path, profile_prefix: str | None = None,
                           optimized_model_path: str | None = None):
