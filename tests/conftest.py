@@ -12,9 +12,10 @@ from hwnas.devices.backends.base import Backend
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-HAS_TFLITE = available("litert_torch") and available("ai_edge_litert")
+HAS_TFLITE = available("litert_torch") and available("ai_edge_litert") and available("ai_edge_quantizer")
 _REAL_TIME_SESSION = Backend.time_session  # the timing loop before any test patches it
-needs_tflite = pytest.mark.skipif(not HAS_TFLITE, reason="optional package missing: litert-torch / ai-edge-litert")
+needs_tflite = pytest.mark.skipif(not HAS_TFLITE, reason="optional package missing: litert-torch / ai-edge-litert / "
+                                                                 "ai-edge-quantizer")
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,9 @@ def pipeline(
     tables: str = typer.Option(None, "--tables", help="Where to look for this device's table [latency_tables]."),
     reference: bool = typer.Option(None, "--reference/--no-reference", help="Train, export and verify the hand-"
                                    "scaled MobileNetV2-like reference beside the answer [default: on]."),
+    calibration_images: int = typer.Option(None, "--calibration-images", parser=positive_int,
+                                           help="On an INT8 device: training images that calibrate the quantized "
+                                                "export [default: 256]."),
     budget: BudgetFile = None,
     out: Path = typer.Option(Path("runs/pipeline"), "--out", "-o", help="Output folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
@@ -46,7 +49,8 @@ def pipeline(
     flags = {"device": device, "latency_ms": latency_ms, "memory_mb": memory_mb, "strategy": strategy,
              "estimator": estimator, "evaluations": evaluations, "epochs": epochs, "data": data,
              "resolution": resolution, "seed": seed, "tables": tables, "augment": augment,
-             "train_device": train_device, "amp": amp, "reference": reference}
+             "train_device": train_device, "amp": amp, "reference": reference,
+             "calibration_images": calibration_images}
     cfg = (PipelineConfig.from_toml(config, **flags) if config
            else PipelineConfig(**{k: v for k, v in flags.items() if v is not None}))
     res = run_pipeline(cfg, out, budgets=load_budgets(budget) if budget else None, resume=resume, force=force,

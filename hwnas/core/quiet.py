@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 
 
@@ -30,3 +32,18 @@ def native_output_captured() -> Iterator[list[str]]:
                 os.close(fd)
             tmp.seek(0)
             sink.append(tmp.read().decode(errors="replace"))
+
+
+@contextlib.contextmanager
+def quiet_library() -> Iterator[list[str]]:
+    """Import or call a library that talks (litert-torch's torchao and torch plugins as they load, ai-edge-
+    quantizer's progress bars): its warnings, its log records up to WARNING (which a handler left by another
+    library may fail to write) and its native output are held back; the yielded list receives the native text."""
+    previous = logging.root.manager.disable
+    with warnings.catch_warnings(), native_output_captured() as log:
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield log
+        finally:
+            logging.disable(previous)

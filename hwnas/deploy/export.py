@@ -8,6 +8,8 @@ Every file carries what it is, so ``verify`` and ``check`` need nothing else:
   ``metadata_props`` ``hwnas.*`` (arch, classes, table hash, hwnas version, weights digest, source).
 - TFLite (litert-torch, NHWC input and output like every hwnas TFLite file) and TensorRT engines: the same
   metadata in a sidecar ``<file>.hwnas.json`` (neither format has a field hwnas can fill portably).
+- INT8 (``--precision int8``): QDQ ONNX or full-integer TFLite, quantized after training from calibration
+  images of the training split with an INT8 device's scheme (:func:`to_quantized`).
 
 Parity: the exported model runs in its runtime (ONNX Runtime, LiteRT) on seeded random inputs and is
 compared with the PyTorch module (:mod:`hwnas.deploy.parity`); a TensorRT engine is compared by ``hwnas verify``
@@ -55,20 +57,32 @@ def _write_onnx(module, shape, path, metadata, precision, trtexec) -> None:
     to_onnx(module, shape, path, metadata)
 
 
-def to_quantized_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, metadata: dict[str, str],
-                      calibration: np.ndarray, scheme) -> None:
-    """The float export (:func:`to_onnx`) quantized statically to QDQ (:mod:`hwnas.devices.backends.quantize`)
-    from ``calibration`` images; the metadata gains the precision, the scheme and the calibration's size."""
+def to_quantized(fmt: str, module: nn.Module, input_shape: tuple[int, ...], path: Path, metadata: dict[str, str],
+                 calibration: np.ndarray, backend) -> dict[str, str]:
+    """The float export of ``fmt`` quantized statically by the INT8 ``backend``'s quantizer (QDQ ONNX, or
+    full-integer TFLite; :mod:`hwnas.devices.backends.quantize`) from ``calibration`` inputs ``(N, *input_shape)``,
+    with its device's scheme. The metadata, returned, gains the precision, the scheme and the calibration's size."""
+    spec = FORMATS[fmt]
+    scheme = backend.quant_scheme()
+    meta = {**metadata, "precision": "int8", "quantization": json.dumps(scheme.to_dict(), sort_keys=True),
+            "calibration_images": str(len(calibration) * input_shape[0])}
+    with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
+        float_file, int8_file = Path(tmp) / f"float{spec.suffix}", Path(tmp) / f"int8{spec.suffix}"
+        spec.write(module, input_shape, float_file, {}, "fp32", "")
+        backend.quantizer(float_file, int8_file, calibration, scheme)
+        if spec.embeds_metadata:
+            _embed_onnx_metadata(int8_file, path, meta)
+        else:
+            atomic_write_with(path, lambda tmp_path: shutil.copyfile(int8_file, tmp_path))
+            atomic_write_text(sidecar(path), json.dumps(meta, indent=1))
+    return meta
+
+
+def _embed_onnx_metadata(src: Path, path: Path, meta: dict[str, str]) -> None:
+    """``src`` written to ``path`` with ``meta`` as its ``hwnas.*`` metadata (and nothing else), checked."""
     import onnx
 
-    from hwnas.devices.backends.quantize import quantize_onnx
-
-    with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
-        to_onnx(module, input_shape, Path(tmp) / "float.onnx", {})
-        quantize_onnx(Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx", calibration, scheme)
-        model = onnx.load(str(Path(tmp) / "int8.onnx"))
-    meta = {**metadata, "precision": "int8", "quantization": json.dumps(scheme.to_dict(), sort_keys=True),
-            "calibration_images": str(len(calibration))}
+    model = onnx.load(str(src))
     del model.metadata_props[:]
     for key, value in meta.items():
         model.metadata_props.add(key=PREFIX + key, value=value)
@@ -280,7 +294,8 @@ def to_engine(module: nn.Module, input_shape: tuple[int, ...], path: Path, preci
     atomic_write_with(path, lambda tmp: build_engine(module, input_shape, tmp, precision, trtexec))
 
 
-QUANTIZED = {"onnx": "cpu-int8"}  # formats hwnas quantizes to INT8, and the device whose scheme they take
+QUANTIZED = {"onnx": "cpu-int8", "tflite": "cpu-tflite-int8"}  # formats hwnas quantizes to INT8, and the device
+# whose scheme (and quantizer) they take by default
 
 
 def _precision(precision: str, fmt: str) -> str:
@@ -355,10 +370,11 @@ def export(source: Source, fmt: str, out: Path, *, precision: str = "fp32", trte
            device: str | None = None) -> ExportResult:
     """Write ``source`` as ``fmt`` to ``out``; parity with PyTorch is checked where the runtime is on this host.
 
-    At ``precision`` int8 (ONNX), the model is quantized from ``calibration`` images ``(N, *input_shape)``, the
-    training split's, with the scheme of ``device`` (default ``cpu-int8``), so that it is the model that device's
-    table prices. Elementwise parity does not hold for it: the top-1 agreement on the calibration images is
-    reported, and ``hwnas verify --data`` measures the accuracy it loses on the test split.
+    At ``precision`` int8 (ONNX or TFLite), the model is quantized from ``calibration`` images
+    ``(N, *input_shape)``, the training split's, with the scheme of ``device`` (by default ``cpu-int8`` for ONNX,
+    ``cpu-tflite-int8`` for TFLite), so that it is the model that device's table prices. Elementwise parity does
+    not hold for it: the top-1 agreement on the calibration images is reported, and ``hwnas verify --data``
+    measures the accuracy it loses on the test split.
     """
     spec = FORMATS.get(fmt)  # a known name, or the error with the choices
     _precision(precision, fmt)
@@ -372,8 +388,9 @@ def export(source: Source, fmt: str, out: Path, *, precision: str = "fp32", trte
     meta = source.metadata()
     result = ExportResult(out, fmt, str(source.arch), meta)
     if quantized:
-        scheme = _quant_device(device or QUANTIZED[fmt]).backend_instance().quant_scheme()
-        to_quantized_onnx(module, shape, out, meta, _batched(calibration, shape), scheme)
+        backend = _quant_device(device or QUANTIZED[fmt], fmt).backend_instance()
+        scheme = backend.quant_scheme()
+        to_quantized(fmt, module, shape, out, meta, _batched(calibration, shape), backend)
         result.metadata = read_metadata(out)
         if check_parity:
             result.parity = parity_with_torch(module, out, shape, "int8", inputs=_batched(calibration, shape))
@@ -429,13 +446,17 @@ def export_calibration(source: Source, fmt: str, precision: str, data: str | Non
     return calibration_images(spec, source.arch.space.resolution, n, seed=seed, limit=limit)
 
 
-def _quant_device(name: str):
+def _quant_device(name: str, fmt: str):
+    """The INT8 device whose scheme an export of ``fmt`` takes: one hwnas quantizes for, that loads ``fmt``."""
     from hwnas.devices.registry import get_device
 
     device = get_device(name)
     if device.precision != "int8" or not device.backend_class.quantizer:
         raise ConfigError(f"device '{name}' does not run models hwnas quantizes (precision {device.precision}, "
-                          f"backend {device.backend}).", "pass an INT8 device of ONNX Runtime, e.g. --device cpu-int8")
+                          f"backend {device.backend}).", f"pass an INT8 device, e.g. --device {QUANTIZED[fmt]}")
+    if device.backend_class.suffix != FORMATS[fmt].suffix:
+        raise ConfigError(f"device '{name}' runs {device.backend_class.suffix} models, not {fmt} ones.",
+                          f"pass an INT8 device that runs {fmt} models, e.g. --device {QUANTIZED[fmt]}")
     return device
 
 

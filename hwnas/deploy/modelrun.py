@@ -47,7 +47,7 @@ class ModelFile:
                               "verify models written by hwnas export, or ONNX models (their graph has the shape)")
         self.input_shape = tuple(metadata_arch(self.meta, self.path).space.input_shape)
         if self.path.suffix == ".tflite":  # it loads (a truncated file does not), and the sidecar belongs to it
-            check_tflite(self.path, self.input_shape)
+            check_tflite(self.path, self.input_shape, "int8" if self.meta.get("precision") == "int8" else "float32")
 
     @classmethod
     def for_backend(cls, path: Path, device: Device, backend_name: str) -> ModelFile:

@@ -90,6 +90,7 @@ class PipelineConfig:
     margin: Margin = 0.05  # the search aims this far under each budget, for the measurement noise
     reference: bool = True  # train, export and verify the hand-scaled reference beside the answer
     reference_widths: list[Positive] = field(default_factory=lambda: [0.35, 0.5, 0.75, 1.0])  # its width multipliers
+    calibration_images: PositiveInt = 256  # on an INT8 device: training images that calibrate the quantized export
 
     def search_budget(self) -> tuple[float | None, float | None]:
         """(latency ms, memory MB) the search is held to: the budgets less the margin."""
@@ -238,7 +239,7 @@ def _calibrate(cfg: PipelineConfig, device, table: Path, progress: bool, name: s
 
 def run_pipeline(cfg: PipelineConfig, out: Path, *, budgets: Budgets | None = None, resume: bool = False,
                  force: bool = False, progress: bool = True, log=lambda msg: None) -> PipelineResult:
-    from hwnas.deploy.export import export, format_for, resolve_source
+    from hwnas.deploy.export import format_for
     from hwnas.deploy.report import write_pipeline_report
     from hwnas.deploy.verify import verify
     from hwnas.search.run import SearchConfig, run_search
@@ -247,7 +248,8 @@ def run_pipeline(cfg: PipelineConfig, out: Path, *, budgets: Budgets | None = No
     fmt = format_for(device.backend_instance().suffix)
     if fmt is None or fmt == "tensorrt":
         raise ConfigError(f"the pipeline cannot export and verify on {device.name} yet.",
-                          "run it on cpu or cpu-tflite; export for the GPU with hwnas export --format tensorrt")
+                          "run it on cpu, cpu-int8, cpu-tflite or cpu-tflite-int8; export for the GPU with hwnas "
+                          "export --format tensorrt")
     out = Path(out)
     state = _State(out, cfg, resume, force)
     model_path = out / f"model.{fmt}"
@@ -275,11 +277,12 @@ def run_pipeline(cfg: PipelineConfig, out: Path, *, budgets: Budgets | None = No
                     "splits": res.data.get("splits", {}), "test_split": res.data.get("test_split"),
                     "predicted_ms": res.candidate.latency_ms}
         elif step == "export":
-            model = export(resolve_source(str(out / "search")), fmt, model_path)
-            info = {"model": str(model.path), "parity": model.parity.to_dict() if model.parity else None}
+            model = _export(cfg, device, out / "search", fmt, model_path)
+            info = {"model": str(model.path), "precision": model.metadata.get("precision", "fp32"),
+                    "parity": model.parity.to_dict() if model.parity else None}
         elif step == "verify":
             rep = verify(model_path, device, table=out / "table.json", limits=limits,
-                         data=cfg.data, out=out / "verify")
+                         data=cfg.data, real_images=_test_images(device), out=out / "verify")
             info = {"passed": rep.passed, "measured_ms": rep.latency["median"],
                     "predicted_ms": rep.predicted["latency_ms"] if rep.predicted else None}
         elif step == "reference":
@@ -290,6 +293,29 @@ def run_pipeline(cfg: PipelineConfig, out: Path, *, budgets: Budgets | None = No
     s, v, r = state.done["search"], state.done["verify"], state.done["reference"]
     return PipelineResult(out, s["arch"], s["valid_accuracy"], s["test_accuracy"], v["predicted_ms"],
                           v["measured_ms"], v["passed"], None if r.get("skipped") else r)
+
+
+INT8_TEST_IMAGES = 2000  # an INT8 answer's accuracy drop is judged on this many test images (the whole split if fewer)
+
+
+def _test_images(device) -> int:
+    """Test images the verification runs: a float model is checked for parity on the default 256; an INT8 model
+    is judged by the accuracy it loses, which 256 images resolve only to 0.4 points."""
+    from hwnas.deploy.verify import REAL_IMAGES
+
+    return INT8_TEST_IMAGES if device.precision == "int8" else REAL_IMAGES
+
+
+def _export(cfg: PipelineConfig, device, run: Path, fmt: str, path: Path):
+    """The network of the search ``run`` exported for ``device``: as it trained, or on an INT8 device that hwnas
+    quantizes for, quantized with its scheme from ``calibration_images`` of the run's training split."""
+    from hwnas.deploy.export import export, export_calibration, resolve_source
+
+    src = resolve_source(str(run))
+    if device.precision != "int8" or not device.backend_class.quantizer:
+        return export(src, fmt, path)
+    calibration = export_calibration(src, fmt, "int8", None, cfg.calibration_images)
+    return export(src, fmt, path, precision="int8", calibration=calibration, device=device.name)
 
 
 def _reference(cfg: PipelineConfig, device, out: Path, fmt: str, limits: Limits, progress: bool, log) -> dict:
@@ -327,7 +353,6 @@ def _reference(cfg: PipelineConfig, device, out: Path, fmt: str, limits: Limits,
 
 def _reference_net(cfg: PipelineConfig, device, folder: Path, tables: Path, main: Path, widths, fmt: str,
                    limits: Limits, progress: bool) -> dict:
-    from hwnas.deploy.export import export, resolve_source
     from hwnas.deploy.verify import verify
     from hwnas.search.run import SearchConfig, run_search
 
@@ -338,8 +363,9 @@ def _reference_net(cfg: PipelineConfig, device, folder: Path, tables: Path, main
                       amp=cfg.amp, options={"widths": list(widths)})
     res = run_search(sc, folder / "search", resume=(folder / "search").exists(), progress=progress)
     model_path = folder / f"model.{fmt}"
-    export(resolve_source(str(folder / "search")), fmt, model_path)
-    rep = verify(model_path, device, tables=tables, limits=limits, data=cfg.data, out=folder / "verify")
+    _export(cfg, device, folder / "search", fmt, model_path)
+    rep = verify(model_path, device, tables=tables, limits=limits, data=cfg.data, real_images=_test_images(device),
+                 out=folder / "verify")
     return {"arch": str(res.arch), "valid_accuracy": res.valid_accuracy, "test_accuracy": res.test_accuracy,
             "predicted_ms": res.candidate.latency_ms, "measured_ms": rep.latency["median"],
             "memory_bytes": rep.memory.get("measured_total_bytes"), "passed": rep.passed, "notes": res.notes}

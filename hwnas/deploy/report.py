@@ -42,9 +42,13 @@ def _sections(out: Path, done: dict, limits: Limits) -> list[tuple[str, list[str
         "details: `search/summary.md`, every candidate in `search/candidates.jsonl`"], "search/pareto.png"))
     e = done["export"]
     parity = e.get("parity") or {}
-    sections.append(("Export", [f"`{Path(e['model']).name}`; parity with PyTorch at export: "
-                                f"max |Δ| {parity.get('max_abs_error', float('nan')):.2e}, "
-                                f"{'pass' if parity.get('passed') else 'FAIL'}"], None))
+    if e.get("precision") == "int8":
+        export_line = (f"`{Path(e['model']).name}`, quantized to INT8 with the device's scheme from training "
+                       f"images; top-1 agreement with PyTorch on them {parity.get('top1_agreement', float('nan')):.1%}")
+    else:
+        export_line = (f"`{Path(e['model']).name}`; parity with PyTorch at export: max |Δ| "
+                       f"{parity.get('max_abs_error', float('nan')):.2e}, {'pass' if parity.get('passed') else 'FAIL'}")
+    sections.append(("Export", [export_line], None))
     v = json.loads((out / "verify" / "verify.json").read_text())
     lines = [f"**{'PASS' if v['passed'] else 'FAIL'}**",
              f"measured {v['latency']['median']:.4f} ms (median of {v['latency']['n']} runs)"]
@@ -57,6 +61,10 @@ def _sections(out: Path, done: dict, limits: Limits) -> list[tuple[str, list[str
             where = "random inputs" if kind == "random" else f"real {p.get('split', 'test')}-split images"
             lines.append(f"parity on {where}: {'pass' if p['passed'] else 'FAIL'} "
                          f"(max |Δ| {p['max_abs_error']:.2e}, top-1 agreement {p['top1_agreement']:.1%})")
+            if "accuracy_drop" in p:
+                lines.append(f"INT8 accuracy on {p['images']} test images {p['accuracy']:.4f} against fp32 "
+                             f"{p['reference_accuracy']:.4f}: {p['accuracy_drop'] * 100:.2f} points lost (at most "
+                             f"{p['max_accuracy_drop'] * 100:g})")
     if "activation_bytes" in v["memory"]:
         lines.append(f"memory {v['memory']['measured_total_bytes'] / 1e6:.2f} MB "
                      f"(weights {v['memory']['weight_bytes'] / 1e6:.2f} + activations "

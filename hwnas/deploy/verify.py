@@ -64,6 +64,7 @@ def _outputs(session, xs: list[np.ndarray]) -> np.ndarray:
 
 
 MAX_ACCURACY_DROP = 0.01  # an INT8 model may lose at most 1 point of test accuracy against its fp32 reference
+REAL_IMAGES = 256  # test-split images a verification runs by default
 
 
 def check_parity(source: Source, path: Path, device_session, shape: tuple[int, ...], precision: str,
@@ -105,6 +106,7 @@ def check_parity(source: Source, path: Path, device_session, shape: tuple[int, .
         out["real"] = compare(ref, got, precision, need_top1=0.0 if quantized else 0.99).to_dict()
         labels = test_y[:len(xs) * shape[0]].numpy()
         out["real"]["accuracy"] = float(np.mean(got.reshape(-1, got.shape[-1]).argmax(-1) == labels))
+        out["real"]["images"] = int(len(labels))
         if quantized:
             reference = float(np.mean(ref.reshape(-1, ref.shape[-1]).argmax(-1) == labels))
             drop = reference - out["real"]["accuracy"]
@@ -124,8 +126,8 @@ def _check_precision(meta: dict[str, str], device: Device, model: Path) -> None:
     if (exported == "int8") != (device.precision == "int8"):
         raise ConfigError(f"{model.name} was exported at {exported} and device '{device.name}' runs "
                           f"{device.precision}.",
-                          "verify an INT8 export on an INT8 device (--device cpu-int8), a float one on its float "
-                          "device; or export again with the device's --precision")
+                          "verify an INT8 export on an INT8 device (--device cpu-int8 or cpu-tflite-int8), a float "
+                          "one on its float device; or export again with the device's --precision")
 
 
 def _prediction(device: Device, fingerprint: dict, table: Path | None, arch: str | None,
@@ -179,7 +181,7 @@ def _judge(report: VerifyReport, limits: Limits) -> None:
 
 def verify(model: Path, device: Device, *, table: Path | None = None, tables: Path = Path("latency_tables"),
            limits: Limits = Limits(), reference: str | None = None, weights: Path | None = None,
-           data: str | None = "digits", real_images: int = 256, settings: MeasureSettings = DEFAULT_SETTINGS,
+           data: str | None = "digits", real_images: int = REAL_IMAGES, settings: MeasureSettings = DEFAULT_SETTINGS,
            rounds: int = 9, seed: int = 0, memory: bool = True, out: Path | None = None,
            allow_foreign: bool = False, max_accuracy_drop: float = MAX_ACCURACY_DROP) -> VerifyReport:
     from hwnas.learn.data import check_spec

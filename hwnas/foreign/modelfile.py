@@ -247,9 +247,10 @@ def check_model_file(path: Path) -> Path:
     return _existing_file(path, "model")
 
 
-def check_tflite(path: Path, input_nchw: tuple[int, ...] | None = None) -> Path:
+def check_tflite(path: Path, input_nchw: tuple[int, ...] | None = None, dtype: str = "float32") -> Path:
     """Bounded, the TFLite identifier, and loadable by the LiteRT interpreter (whose FlatBuffer verifier
-    refuses a truncated file); with ``input_nchw``, its one float input must be that shape, channels last."""
+    refuses a truncated file); with ``input_nchw``, its one input must be that shape, channels last, of ``dtype``
+    (int8 for a full-integer model)."""
     path = _existing_file(path, "model")
     with open(path, "rb") as f:
         head = f.read(8)
@@ -259,10 +260,10 @@ def check_tflite(path: Path, input_nchw: tuple[int, ...] | None = None) -> Path:
     inputs = _tflite_inputs(path)
     if input_nchw is not None:
         n, c, h, w = input_nchw
-        if inputs != [((n, h, w, c), "float32")]:
-            got = ", ".join(f"{shape} {dtype}" for shape, dtype in inputs)
+        if inputs != [((n, h, w, c), dtype)]:
+            got = ", ".join(f"{shape} {kind}" for shape, kind in inputs)
             raise ConfigError(f"{path} takes {got}, but its metadata names an architecture that takes "
-                              f"{(n, h, w, c)} float32 (NHWC).",
+                              f"{(n, h, w, c)} {dtype} (NHWC).",
                               "the sidecar <model>.hwnas.json belongs to another model: re-export the model, "
                               "or copy it together with its own sidecar")
     return path

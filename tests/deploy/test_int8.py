@@ -1,4 +1,5 @@
-"""INT8 export (static QDQ from training images) and its verification by accuracy on cpu-int8."""
+"""INT8 export (static QDQ ONNX, full-integer TFLite, from training images) and its verification by accuracy on
+cpu-int8 and cpu-tflite-int8."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import needs_tflite
 from hwnas.core.errors import ConfigError
 from hwnas.deploy.export import export, export_calibration, read_metadata, resolve_source
 from hwnas.deploy.verify import verify
@@ -99,3 +101,47 @@ def test_verify_refuses_a_model_of_the_other_precision(int8_model, trained_run, 
     fp32 = export(resolve_source(str(trained_run)), "onnx", tmp_path / "f.onnx").path
     with pytest.raises(ConfigError, match="exported at fp32"):
         verify(fp32, get_device("cpu-int8"), data=None, settings=QUICK, rounds=1)
+
+
+# -- TFLite: full-integer, verified on cpu-tflite-int8 ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def int8_tflite(trained_run, tmp_path_factory) -> Path:
+    src = resolve_source(str(trained_run))
+    calibration = export_calibration(src, "tflite", "int8", None, 64)
+    out = tmp_path_factory.mktemp("int8-tflite") / "model.tflite"
+    result = export(src, "tflite", out, precision="int8", calibration=calibration)
+    assert result.parity is not None and result.parity.top1_agreement >= 0.9, result.parity
+    return out
+
+
+@needs_tflite
+def test_the_int8_tflite_export_is_full_integer_and_records_its_scheme(int8_tflite):
+    from ai_edge_litert.interpreter import Interpreter
+
+    meta = read_metadata(int8_tflite)  # the sidecar
+    assert meta["precision"] == "int8" and meta["calibration_images"] == "64" and meta["arch"] == SMALL
+    assert '"format": "tflite"' in meta["quantization"] and '"activations": "int8"' in meta["quantization"]
+    interp = Interpreter(model_path=str(int8_tflite))
+    assert interp.get_input_details()[0]["dtype"] == np.int8
+
+
+@needs_tflite
+def test_verify_judges_an_int8_tflite_model_by_the_accuracy_it_loses(int8_tflite, tmp_path):
+    report = verify(int8_tflite, get_device("cpu-tflite-int8"), data="digits", settings=QUICK, rounds=2,
+                    out=tmp_path / "v")
+    real = report.parity["real"]
+    assert real["accuracy"] > 0.5 and real["reference_accuracy"] > 0.5
+    assert real["accuracy_drop"] <= 0.01 and real["passed"] and report.passed, report.to_json()
+    with pytest.raises(ConfigError, match="exported at int8"):
+        verify(int8_tflite, get_device("cpu-tflite"), data=None, settings=QUICK, rounds=1)
+
+
+@needs_tflite
+def test_an_int8_export_takes_the_scheme_of_a_device_of_its_format(trained_run, tmp_path):
+    src = resolve_source(str(trained_run))
+    images = np.zeros((2, 3, 32, 32), np.float32)
+    with pytest.raises(ConfigError, match="runs .onnx models, not tflite"):
+        export(src, "tflite", tmp_path / "m.tflite", precision="int8", device="cpu-int8", calibration=images)
+    with pytest.raises(ConfigError, match="runs .tflite models, not onnx"):
+        export(src, "onnx", tmp_path / "m.onnx", precision="int8", device="cpu-tflite-int8", calibration=images)
+    assert not list(tmp_path.iterdir())

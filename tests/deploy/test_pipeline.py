@@ -47,6 +47,28 @@ def test_pipeline_runs_every_step_and_resumes_without_redoing_any(tmp_path):
         run_pipeline(LEAN, out, progress=False)
 
 
+@pytest.mark.slow
+def test_the_pipeline_at_int8_ships_a_quantized_model_judged_by_the_accuracy_it_loses(tmp_path):
+    from hwnas.deploy.export import read_metadata
+    from hwnas.devices.backends.quantize import quantized_ops
+    from hwnas.learn.data import load
+
+    cfg = PipelineConfig(device="cpu-int8", latency_ms=1.5, evaluations=3, epochs=3, calibration_samples=8,
+                         calibration_images=64, tables=str(tmp_path / "tables"), reference=False)
+    out = tmp_path / "p"
+    res = run_pipeline(cfg, out, progress=False)
+    done = json.loads((out / "pipeline.json").read_text())["done"]
+    assert done["table"]["profiled"]  # an INT8 table of its own: no fp32 table prices an INT8 model
+    assert json.loads((out / "table.json").read_text())["device"]["quantization"]["format"] == "qdq"
+    assert done["export"]["precision"] == "int8" and read_metadata(out / "model.onnx")["calibration_images"] == "64"
+    assert quantized_ops(out / "model.onnx").get("QuantizeLinear", 0) > 10
+    real = json.loads((out / "verify" / "verify.json").read_text())["parity"]["real"]
+    assert real["images"] == len(load("digits", 32).test) and real["split"] == "test"  # all of it: under 2,000
+    assert real["passed"] == (real["accuracy_drop"] <= 0.01) and real["reference_accuracy"] > 0.5
+    assert res.measured_ms > 0 and res.predicted_ms > 0
+    assert f"INT8 accuracy on {real['images']} test images" in (out / "report.md").read_text()
+
+
 def test_pipeline_needs_a_budget_and_a_valid_config(tmp_path):
     with pytest.raises(ConfigError, match="needs a budget"):
         PipelineConfig()

@@ -8,7 +8,7 @@ from conftest import cli as _cli
 from hwnas.core.errors import ConfigError, UnknownNameError
 from hwnas.devices.registry import get_device, list_devices, load_device_file
 
-BUILTIN = {"cpu", "cpu-int8", "cpu-tflite", "pixel", "gpu", "cuda"}
+BUILTIN = {"cpu", "cpu-int8", "cpu-tflite", "cpu-tflite-int8", "pixel", "pixel-int8", "gpu", "cuda"}
 
 
 def test_builtin_devices_are_registered():
@@ -28,12 +28,14 @@ def test_host_devices_are_ready_here():
     assert get_device("cpu").availability() == (True, "ready")
     assert get_device("cpu-int8").availability() == (True, "ready")
     assert get_device("cpu-tflite").availability()[0] is HAS_TFLITE
+    assert get_device("cpu-tflite-int8").availability()[0] is HAS_TFLITE
 
 
 def test_hardware_devices_say_why_not_ready():
     # This host has no phone and no NVIDIA GPU; each must say what to install or attach.
-    ok, why = get_device("pixel").availability()
-    assert not ok and ("adb" in why or "phone" in why)
+    for name in ("pixel", "pixel-int8"):
+        ok, why = get_device(name).availability()
+        assert not ok and ("adb" in why or "phone" in why)
     ok, why = get_device("cuda").availability()
     assert not ok and ("CUDA" in why or "GPU" in why)
     ok, why = get_device("gpu").availability()
@@ -101,6 +103,10 @@ def test_devices_path_env_adds_a_folder(tmp_path, monkeypatch):
      "options.graph_optimisation_level"),
     ('name = "x"\nbackend = "onnxruntime"\nprecision = "int8"\n[options]\nquant_weights = "per-row"\n',
      "options.quant_weights"),
+    ('name = "x"\nbackend = "litert"\nprecision = "int8"\n[options]\nquant_activations = "uint8"\n',
+     "options.quant_activations"),  # LiteRT's integer kernels take int8 activations only
+    ('name = "x"\nbackend = "litert"\nprecision = "int8"\n[options]\nquant_calibration = "entropy"\n',
+     "options.quant_calibration"),
     ('name = "x"\nbackend = "tensorrt"\n[options]\nworkspace_mb = -5\n', "options.workspace_mb"),
     ('name = "x"\nbackend = "android"\n[options]\ntaskset = "f0; reboot"\n', "options.taskset"),
     ('name = "x"\nbackend = "android"\n[options]\nextra_flags = ["--x=1;reboot"]\n', "options.extra_flags.0"),
@@ -163,9 +169,10 @@ def test_devices_path_that_is_not_a_folder_is_an_error(tmp_path, monkeypatch, ca
     assert code == 2 and "HWNAS_DEVICES_PATH" in text and "nope" in text
 
 
-def test_quantization_settings_apply_at_int8_only(tmp_path):
-    dev = get_device(str(_write(tmp_path, 'name = "x"\nbackend = "onnxruntime"\n[options]\nquant_calibration = '
-                                          '"entropy"\n')))
+@pytest.mark.parametrize("backend, option", [("onnxruntime", 'quant_calibration = "entropy"'),
+                                             ("litert", 'quant_weights = "per-tensor"')])
+def test_quantization_settings_apply_at_int8_only(tmp_path, backend, option):
+    dev = get_device(str(_write(tmp_path, f'name = "x"\nbackend = "{backend}"\n[options]\n{option}\n')))
     ok, why = dev.availability()
-    assert not ok and "quant_calibration" in why and 'precision = "int8"' in why
+    assert not ok and option.split()[0] in why and 'precision = "int8"' in why
 

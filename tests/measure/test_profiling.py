@@ -100,6 +100,24 @@ def test_profile_litert_small_space(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("device, fmt", [("cpu-int8", "qdq"), pytest.param("cpu-tflite-int8", "tflite",
+                                                                          marks=needs_tflite)])
+def test_int8_devices_profile_into_tables_of_quantized_blocks(tmp_path, device, fmt):
+    from hwnas.spaces import OpKey
+    from hwnas.spaces.keys import input_shape
+
+    space = get_space("proxyless", 32, width=0.35)
+    res = profile(get_device(device), space, tmp_path / "t.json", options=TINY, progress=False)
+    table = Table.load(tmp_path / "t.json")
+    assert table.fingerprint["precision"] == "int8" and table.fingerprint["quantization"]["format"] == fmt
+    assert set(table.entries) == {str(k) for k in space.unique_keys()} and res.reused == 0
+    for key in space.measurable_keys():
+        e = table.entries[str(key)]
+        assert e.latency.median > 0
+        assert e.memory["input_bytes"] == int(np.prod(input_shape(OpKey.parse(str(key)))))  # one byte a value
+
+
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path):
     """The real command, killed with SIGKILL mid-measurement, resumes without re-measuring finished work."""
     out = tmp_path / "t.json"

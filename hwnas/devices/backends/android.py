@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from hwnas.core.errors import ConfigError, DeviceLost, DeviceUnavailable, HwnasError, MeasurementError
 from hwnas.core.schema import STRICT, NonNegative, Positive
@@ -37,6 +37,7 @@ from hwnas.devices.backends.base import (
 )
 from hwnas.devices.backends.litert import LiteRTBackend, to_tflite
 from hwnas.devices.backends.parsers import benchmark_model
+from hwnas.devices.backends.quantize import TfliteQuantOptions, quantize_tflite
 
 if TYPE_CHECKING:
     import torch
@@ -124,7 +125,7 @@ class _AndroidSession(Session):
                                "check outputs on the host LiteRT device (cpu-tflite), which runs the same .tflite")
 
 
-class AndroidOptions(BaseModel):
+class AndroidOptions(TfliteQuantOptions):
     """``[options]`` of an Android descriptor. ``taskset`` and ``extra_flags`` reach the phone's shell, so
     they are held to what they can legitimately be (a hex CPU mask; ``--flag=value`` words)."""
 
@@ -153,7 +154,9 @@ class AndroidBackend(FileBackend):
     suffix = ".tflite"
     holds_graph_io = True  # benchmark_model runs the TFLite interpreter: its arena holds graph I/O
     memory_planner = "greedy_by_size"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
+    quantizer = staticmethod(quantize_tflite)  # on this host, as for cpu-tflite-int8
+    quant_format = "tflite"
     verified = False  # exercised against the adb test double only; no phone here
     options_schema = AndroidOptions
 

@@ -199,6 +199,7 @@ class Backend(ABC):
     # calibration inputs, scheme from the descriptor's options); None where the runtime's own tool does it
     # (trtexec --int8) or the runtime runs no INT8.
     quantizer: ClassVar[Callable[..., None] | None] = None
+    quant_format: ClassVar[str] = "qdq"  # what the quantizer writes (QuantScheme.format): qdq or tflite
     # True where the runtime keeps the graph's input and output tensors allocated for the whole run (TFLite's
     # arena); False where it reads the caller's input buffer in place (ONNX Runtime). Shapes the memory model.
     holds_graph_io: ClassVar[bool] = False
@@ -216,6 +217,10 @@ class Backend(ABC):
         """``(True, "ready")`` or ``(False, why + how to fix)``; must not raise."""
         if device.precision not in cls.precisions:
             return False, f"{cls.name} runs {'/'.join(cls.precisions)} only; set precision in {device.source}"
+        quant = sorted(k for k in device.options if k.startswith("quant_"))
+        if quant and device.precision != "int8":
+            return False, (f"{', '.join(quant)} in {device.source} apply at precision int8 only: set "
+                           "precision = \"int8\", or remove them")
         return cls._availability(device)
 
     @classmethod
@@ -322,7 +327,7 @@ class Backend(ABC):
         """How this device's INT8 models are quantized (:class:`hwnas.devices.backends.quantize.QuantScheme`)."""
         from hwnas.devices.backends.quantize import QuantScheme
 
-        return QuantScheme.of(self.device.options)
+        return QuantScheme.of(self.device.options, self.options_schema, self.quant_format)
 
 
 class FileBackend(Backend):

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel
 
 from hwnas.core.errors import MeasurementError
 from hwnas.core.lazy import available, require
-from hwnas.core.quiet import native_output_captured
+from hwnas.core.quiet import native_output_captured, quiet_library
 from hwnas.core.schema import STRICT
 from hwnas.devices.backends.base import Artifact, FileBackend, Session
+from hwnas.devices.backends.quantize import TfliteQuantOptions, quantize_tflite
 
 if TYPE_CHECKING:
     import torch
@@ -27,8 +27,7 @@ def _nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _litert_torch():
     """Import litert-torch quietly (its torchao and torch plugins log to the console at import)."""
-    with warnings.catch_warnings(), native_output_captured():
-        warnings.simplefilter("ignore")
+    with quiet_library():
         return require("litert_torch", "tflite", "litert-torch")
 
 
@@ -69,48 +68,75 @@ def tflite_bytes(module: torch.nn.Module, input_shape: tuple[int, ...]) -> bytes
 
 
 class _LiteRTSession(Session):
+    """A loaded model; a full-integer one (int8 input and output tensors) takes and gives floats all the same,
+    quantized and dequantized here with the tensors' own scales, as an app does around it."""
+
     def __init__(self, interpreter, input_shape: tuple[int, ...]) -> None:
         self.interp = interpreter
         self.interp.allocate_tensors()
-        self.inp = interpreter.get_input_details()[0]["index"]
-        self.out = interpreter.get_output_details()[0]["index"]
+        self.inp = interpreter.get_input_details()[0]
+        self.out = interpreter.get_output_details()[0]
         x = np.random.default_rng(0).standard_normal(_nhwc(input_shape), dtype=np.float32)
-        self.interp.set_tensor(self.inp, x)
+        self.interp.set_tensor(self.inp["index"], _quantize(x, self.inp))
 
     def invoke(self) -> None:
         self.interp.invoke()
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        self.interp.set_tensor(self.inp, np.ascontiguousarray(x.transpose(0, 2, 3, 1) if x.ndim == 4 else x))
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if x.ndim == 4 else x)
+        self.interp.set_tensor(self.inp["index"], _quantize(x, self.inp))
         self.interp.invoke()
-        y = self.interp.get_tensor(self.out)
+        y = _dequantize(self.interp.get_tensor(self.out["index"]), self.out)
         return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
 
     def op_names(self) -> list[str]:
         return [op["op_name"] for op in self.interp._get_ops_details()]
 
 
-class LiteRTOptions(BaseModel):
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """``x`` as the tensor ``detail`` holds it: unchanged for a float tensor, else ``round(x / scale) + zero``."""
+    if detail["dtype"] == np.float32:
+        return x
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return y
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+class LiteRTOptions(TfliteQuantOptions):  # at precision int8, quant_weights says how weights are quantized
     model_config = STRICT
     use_xnnpack: bool = True
 
 
 class LiteRTBackend(FileBackend):
-    """ai-edge-litert's Interpreter. Options: ``use_xnnpack`` (default true)."""
+    """ai-edge-litert's Interpreter. Options: ``use_xnnpack`` (default true); at precision int8 the models are
+    full-integer TFLite quantized by :func:`hwnas.devices.backends.quantize.quantize_tflite` (``quant_weights``:
+    per-channel or per-tensor)."""
 
     name = "litert"
     runtime = "ai-edge-litert"
     extra = "tflite"
     suffix = ".tflite"
+    precisions = ("fp32", "int8")
+    quantizer = staticmethod(quantize_tflite)
+    quant_format = "tflite"
     holds_graph_io = True  # the TFLite arena holds graph inputs and outputs
     memory_planner = "greedy_by_size"  # XNNPACK's workspace and TFLite's arena
     options_schema = LiteRTOptions
 
     @classmethod
     def _availability(cls, device: Device) -> tuple[bool, str]:
-        missing = [p for p, m in (("ai-edge-litert", "ai_edge_litert"), ("litert-torch", "litert_torch"))
-                   if not available(m)]
+        needs = [("ai-edge-litert", "ai_edge_litert"), ("litert-torch", "litert_torch")]
+        if device.precision == "int8":
+            needs.append(("ai-edge-quantizer", "ai_edge_quantizer"))
+        missing = [p for p, m in needs if not available(m)]
         if missing:
             return False, f"{' and '.join(missing)} not installed: pip install -e '.[tflite]'"
         return True, "ready"
@@ -120,7 +146,8 @@ class LiteRTBackend(FileBackend):
 
         import torch
 
-        return f"torch{torch.__version__}-litert_torch{version('litert-torch')}"
+        quantizer = f"-aeq{version('ai-edge-quantizer')}" if self.device.precision == "int8" else ""
+        return f"torch{torch.__version__}-litert_torch{version('litert-torch')}{quantizer}"
 
     def _prepare(self, module: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
         to_tflite(module, input_shape, path)

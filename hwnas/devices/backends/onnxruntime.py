@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import BaseModel
 
 from hwnas.core.lazy import available, require
 from hwnas.core.schema import STRICT
 from hwnas.devices.backends.base import Artifact, FileBackend, Session
-from hwnas.devices.backends.quantize import ACTIVATIONS, CALIBRATIONS, WEIGHTS, quantize_onnx
+from hwnas.devices.backends.quantize import QdqOptions, quantize_onnx
 
 if TYPE_CHECKING:
     import torch
@@ -52,14 +51,9 @@ class _OrtSession(Session):
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
-class OnnxRuntimeOptions(BaseModel):
+class OnnxRuntimeOptions(QdqOptions):  # at precision int8, quant_* say how models are quantized
     model_config = STRICT
     graph_optimization_level: Literal[tuple(_LEVELS)] = "all"  # type: ignore[valid-type]
-    # at precision int8, how models are quantized (hwnas.devices.backends.quantize.QuantScheme)
-    quant_weights: Literal[WEIGHTS] = "per-channel"  # type: ignore[valid-type]
-    quant_activations: Literal[ACTIVATIONS] = "uint8"  # type: ignore[valid-type]
-    quant_symmetric: bool = False
-    quant_calibration: Literal[CALIBRATIONS] = "minmax"  # type: ignore[valid-type]
 
 
 class OnnxRuntimeBackend(FileBackend):
@@ -82,10 +76,6 @@ class OnnxRuntimeBackend(FileBackend):
         level = device.option("graph_optimization_level", "all")
         if level not in _LEVELS:
             return False, f"options.graph_optimization_level '{level}' in {device.source}: use one of {list(_LEVELS)}"
-        quant = sorted(k for k in device.options if k.startswith("quant_"))
-        if quant and device.precision != "int8":
-            return False, (f"{', '.join(quant)} in {device.source} apply at precision int8 only: set "
-                           "precision = \"int8\", or remove them")
         return True, "ready"
 
     def cache_salt(self) -> str:
