@@ -14,9 +14,16 @@ device's table:
 The searches train on ``--search-limit`` images. Every net is then retrained from scratch with one schedule
 (``--epochs``, ``--limit`` images for train + valid, the dataset's augmentation, one seed), its test accuracy
 taken on the dataset's own test split (which nothing above saw), exported to ONNX and timed on the device; the
-nets of one budget are timed side by side in interleaved rounds. Search and retrain wall times are recorded.
-Results go to ``--out``/results.json as each net finishes (a rerun picks up where a killed one stopped) and a
-Markdown table is printed.
+nets of one budget are timed side by side in interleaved rounds. The retrains are independent, so ``--jobs``
+of them run at once as Ray tasks of one thread each (two one-thread trainings get through more images on 2 cores
+than one two-thread training, BENCHMARKS.md; evolution's candidates run the same way). Search and retrain wall times
+are recorded.
+
+The record, ``--results`` (``tools/bench/results/search_vs_hand.json``, kept in the repository), is written as
+each net finishes, so a rerun picks up where a killed one stopped, in a later session too: a budget is searched
+on the tables of the host it started on (the row says which), and timed side by side on the host that finishes
+it. A net retrained in an earlier session is timed from its architecture's export with initial weights, since
+fp32 latency does not depend on the weights' values. A Markdown table is printed.
 
     python tools/bench/search_vs_hand.py --table runs/bench/tables/cpu-proxyless-32.json --fractions 0.6
 """
@@ -25,13 +32,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import ray
 
 from hwnas.core.atomic import atomic_write_text
+from hwnas.core.hostinfo import cpu_model
 from hwnas.cost.model import CostModel
 from hwnas.deploy.export import Source, export
 from hwnas.deploy.modelrun import DeviceRun
@@ -64,35 +75,49 @@ def main() -> None:
     ap.add_argument("--estimator-epochs", type=int, default=1, help="evolution's training per candidate")
     ap.add_argument("--random", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="nets retrained at once (Ray tasks of one thread each; evolution's candidates likewise)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="runs/bench/search_vs_hand")
+    ap.add_argument("--retime", action="store_true", help="time the budgets' nets again, side by side on this host "
+                                                           "(all budgets of a table should be timed on one host)")
+    ap.add_argument("--results", default=str(ROOT / "tools" / "bench" / "results" / "search_vs_hand.json"),
+                    help="the record, kept in the repository: a rerun resumes it, across sessions and hosts")
+    ap.add_argument("--out", default="runs/bench/search_vs_hand", help="searches and exported models")
     args = ap.parse_args()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results_file = out / "results.json"
+    results_file = Path(args.results)
     results: dict = json.loads(results_file.read_text()) if results_file.exists() else {}
 
     def save() -> None:
-        atomic_write_text(results_file, json.dumps(results, indent=1))
+        results_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(results_file, json.dumps(results, indent=1) + "\n")
 
     model = CostModel(Table.load(Path(args.table)))
     space = model.space
     full = model.predict(Arch.of(space, space.reference_choices()), planned=False).latency_ms
     data = load(args.data, space.resolution, seed=args.seed, limit=args.limit)
     schedule = TrainConfig(epochs=args.epochs, seed=args.seed)
+    setup = {"device": args.device, "data": data.describe(), "schedule": schedule.to_dict(), "match": args.match,
+             "search_limit": args.search_limit, "search_epochs": args.search_epochs,
+             "evaluations": args.evaluations, "estimator_epochs": args.estimator_epochs}
+    if results.get("setup", setup) != setup:
+        sys.exit(f"{results_file} was made with other settings ({json.dumps(results['setup'])}); give another "
+                 "--results, or the settings it records")
+    results["setup"] = setup
+    save()
     common = dict(table=args.table, data=args.data, seed=args.seed, limit=args.search_limit, final_epochs=0,
                   device=args.device)
     device = get_device(args.device)
-    results["setup"] = {"device": args.device, "host_cpu": model.table.fingerprint.get("host_cpu"),
-                        "full_reference_ms": full, "data": data.describe(), "schedule": schedule.to_dict(),
-                        "match": args.match, "search_limit": args.search_limit, "search_epochs": args.search_epochs,
-                        "evaluations": args.evaluations, "estimator_epochs": args.estimator_epochs}
-    save()
+    ray.init(num_cpus=args.jobs, include_dashboard=False, log_to_driver=False)
+    remote_retrain = ray.remote(num_cpus=1)(retrain)
 
     for fraction in args.fractions:
         key = f"{fraction:g}"
-        row = results.setdefault(key, {"budget_ms": fraction * full, "nets": {}})
+        row = results.setdefault(key, {"budget_ms": fraction * full, "full_reference_ms": full,
+                                       "table": {"host_cpu": model.table.fingerprint.get("host_cpu"),
+                                                 "created": model.table.created}, "nets": {}})
         nets = row["nets"]
 
         folder = out / key
@@ -105,7 +130,7 @@ def main() -> None:
                                                                   "warmup_epochs": min(2, args.search_epochs)}))
         save()
         searched(nets, folder, "evolution", SearchConfig(strategy="evolution", latency_ms=target, estimator="train",
-                                                         evaluations=args.evaluations,
+                                                         evaluations=args.evaluations, executor="ray",
                                                          estimator_epochs=args.estimator_epochs, **common))
         save()
         rows = Feasibility(model, Budget(latency_ms=target)).sample(args.random, np.random.default_rng(args.seed),
@@ -116,24 +141,28 @@ def main() -> None:
                                           "search_s": 0.0})
         save()
 
-        for name, net in nets.items():  # one schedule for every net
-            if "test_accuracy" in net:
-                continue
-            arch = Arch.parse(net["arch"])
-            module = build_for(arch, data.classes, args.seed)
-            t0 = time.perf_counter()
-            res = train(module, data, schedule)
-            rt = schedule.runtime()
-            net["test_accuracy"] = evaluate(rt.place(module), data.test, rt)
-            net["valid_accuracy"] = res.valid_accuracy
-            net["retrain_s"] = round(time.perf_counter() - t0, 1)
-            cpu_contiguous(module)
-            export(Source(arch, data.classes, module.state_dict()), "onnx", out / key / f"{name}.onnx")
+        if args.retime:
+            for net in nets.values():
+                net.pop("measured_ms", None)
+        pending = {remote_retrain.remote(net["arch"], args.data, args.seed, args.limit, schedule,
+                                         str(folder / f"{name}.onnx")): name
+                   for name, net in nets.items() if "test_accuracy" not in net}  # one schedule for every net
+        while pending:
+            done, _ = ray.wait(list(pending))
+            name = pending.pop(done[0])
+            nets[name].update(ray.get(done[0]))
             save()
-            print(f"[{key}] {name}: test {net['test_accuracy']:.4f} ({net['retrain_s']} s)", flush=True)
+            print(f"[{key}] {name}: test {nets[name]['test_accuracy']:.4f} ({nets[name]['retrain_s']} s)", flush=True)
 
-        if not all("measured_ms" in net for net in nets.values()):  # side by side, interleaved rounds
-            runs = {name: DeviceRun(out / key / f"{name}.onnx", device).start() for name in nets}
+        if not all("measured_ms" in net for net in nets.values()):  # side by side, interleaved rounds, quiet
+            for name, net in nets.items():
+                path = folder / f"{name}.onnx"
+                if not path.exists():  # retrained in an earlier session: fp32 latency does not depend on weights
+                    arch = Arch.parse(net["arch"])
+                    export(Source(arch, data.classes, build_for(arch, data.classes, args.seed).state_dict()),
+                           "onnx", path)
+                    net["timed_weights"] = "initial"
+            runs = {name: DeviceRun(folder / f"{name}.onnx", device).start() for name in nets}
             medians: dict[str, list[float]] = {name: [] for name in nets}
             for _ in range(args.rounds):
                 for name, run in runs.items():
@@ -141,8 +170,29 @@ def main() -> None:
                     medians[name].append(stats["median"])
             for name, values in medians.items():
                 nets[name]["measured_ms"] = statistics.median(values)
+            row["timed"] = {"host_cpu": cpu_model(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             save()
+    ray.shutdown()
     print(table(results, args.fractions))
+
+
+def retrain(arch_text: str, data_spec: str, seed: int, limit: int, schedule: TrainConfig, onnx: str) -> dict:
+    """One net trained from scratch on one thread (a Ray task), its test accuracy, its trained ONNX export."""
+    import torch
+
+    torch.set_num_threads(1)
+    arch = Arch.parse(arch_text)
+    data = load(data_spec, arch.space.resolution, seed=seed, limit=limit)
+    module = build_for(arch, data.classes, seed)
+    t0 = time.perf_counter()
+    res = train(module, data, schedule)
+    rt = schedule.runtime()
+    test_accuracy = evaluate(rt.place(module), data.test, rt)
+    seconds = round(time.perf_counter() - t0, 1)
+    cpu_contiguous(module)
+    export(Source(arch, data.classes, module.state_dict()), "onnx", Path(onnx))
+    return {"test_accuracy": test_accuracy, "valid_accuracy": res.valid_accuracy, "retrain_s": seconds,
+            "retrain_threads": 1}
 
 
 def searched(nets: dict, folder: Path, name: str, cfg: SearchConfig) -> None:
