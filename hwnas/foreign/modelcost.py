@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from hwnas.devices.registry import Device
 
 SUPPORTED_BACKENDS = ("onnxruntime",)
+BLOCK_INPUT_TYPES = (1, 2, 3)  # onnx.TensorProto FLOAT, UINT8, INT8: the tensors between a QDQ model's blocks
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,10 @@ def cancelled_reorders_ms(table: Table, blocks: list[Block]) -> float:
 
 
 def edge_reorders_ms(backend: OnnxRuntimeBackend, artifact: Artifact, runs: int = 40) -> tuple[float, float]:
-    """ONNX Runtime's kernel time (ms) of the layout reorders (NCHW <-> NCHWc) it inserts at a standalone block's
-    input and output, from its profiler: medians over ``runs`` after a few warm-up runs; 0 where there are none."""
+    """ONNX Runtime's kernel time (ms) of the layout changes it inserts at a standalone block's input and output,
+    from its profiler: medians over ``runs`` after a few warm-up runs; 0 where there are none. In fp32 they are
+    the NCHWc reorders (``ReorderInput``/``ReorderOutput``); in a QDQ block, the Transposes (NCHW <-> NHWC) its
+    NHWC transformer puts around the integer kernels, counted only where the block itself has no Transpose."""
     import json
     import os
     import tempfile
@@ -134,15 +137,22 @@ def edge_reorders_ms(backend: OnnxRuntimeBackend, artifact: Artifact, runs: int 
     import numpy as np
     import onnx
 
+    from hwnas.devices.backends.onnxruntime import example_input
+
     with tempfile.TemporaryDirectory() as tmp:
         optimized = os.path.join(tmp, "optimized.onnx")
         sess = backend.inference_session(artifact.path, profile_prefix=os.path.join(tmp, "p"),
                                          optimized_model_path=optimized)
         graph = onnx.load(optimized).graph
         inputs, outputs = {v.name for v in graph.input}, {v.name for v in graph.output}
-        side = {n.name: "in" for n in graph.node if n.op_type == "ReorderInput" and n.input[0] in inputs}
-        side.update({n.name: "out" for n in graph.node if n.op_type == "ReorderOutput" and n.output[0] in outputs})
-        feed = {sess.get_inputs()[0].name: np.zeros(artifact.input_shape, np.float32)}
+        into, out_of = {"ReorderInput"}, {"ReorderOutput"}
+        if not any(n.op_type == "Transpose" for n in onnx.load(str(artifact.path)).graph.node):
+            into, out_of = into | {"Transpose"}, out_of | {"Transpose"}
+        side = {n.name: "in" for n in graph.node if n.op_type in into and n.input[0] in inputs}
+        side.update({n.name: "out" for n in graph.node if n.op_type in out_of and n.output[0] in outputs
+                     and n.name not in side})
+        inp = sess.get_inputs()[0]
+        feed = {inp.name: example_input(inp.type, artifact.input_shape)}
         for _ in range(runs if side else 0):
             sess.run(None, feed)
         events = json.loads(Path(sess.end_profiling()).read_text())
@@ -247,8 +257,9 @@ def profile_model(device: Device, model_path: Path | str, out: Path | str | None
         out = default_model_table_path(device, model_path, Path(out))
     profiler = ModelProfiler(device, model_path, Path(out), options)
     for b in profiler.onnx_model.blocks:  # a bad model is refused before any checkpoint is written
-        if len(b.inputs) != 1 or profiler.onnx_model.info[b.inputs[0]].elem_type != 1:
+        if len(b.inputs) != 1 or profiler.onnx_model.info[b.inputs[0]].elem_type not in BLOCK_INPUT_TYPES:
             raise ConfigError(f"{model_path}: block {b.key} ({', '.join(b.names)}) reads {len(b.inputs)} "
-                              "tensors or a non-float tensor; hwnas measures blocks with one float input.",
+                              "tensors or one that is neither float32 nor 8-bit; hwnas measures blocks with one "
+                              "float input (or the uint8/int8 tensor of a QDQ model).",
                               "export the model as an image classifier with one float32 NCHW input")
     return profiler.run(resume=resume, force=force, progress=progress, log=log)

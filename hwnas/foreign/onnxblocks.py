@@ -36,9 +36,13 @@ if TYPE_CHECKING:
     import onnx
 
 # Ops a runtime fuses into the op that produced their input (or runs in place): they join that op's block.
+# In a QDQ model (static INT8), ONNX Runtime fuses DequantizeLinear -> op -> QuantizeLinear into one integer
+# kernel (QLinearConv, QLinearAdd, ...): a QuantizeLinear joins its producer's block, and a DequantizeLinear
+# joins the op that reads it (no cut after it), so a block reads and writes the quantized tensors, as in the net.
 FOLLOWERS = frozenset({"BatchNormalization", "Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid",
                        "HardSwish", "Tanh", "Elu", "Selu", "Softplus", "Mish", "Gelu", "Identity", "Dropout",
-                       "Flatten", "Reshape", "Squeeze", "Unsqueeze"})
+                       "Flatten", "Reshape", "Squeeze", "Unsqueeze", "QuantizeLinear"})
+LEADERS = frozenset({"DequantizeLinear"})  # ops that join the block of the op after them
 # Ops that allocate no buffer of their own under ONNX Runtime (fused into the conv, or aliasing their input);
 # the same set :mod:`hwnas.cost.netgraph` aliases for torch modules.
 ALIAS_OPS = frozenset({"BatchNormalization", "Relu", "Clip", "Identity", "Dropout", "Flatten", "Reshape",
@@ -185,7 +189,7 @@ class OnnxModel:
                 live[p].append(t)
         cuts = []
         for p in range(n - 1):
-            if len(live[p]) != 1:
+            if len(live[p]) != 1 or self.graph.node[self.order[p]].op_type in LEADERS:
                 continue
             nxt = self.graph.node[self.order[p + 1]]
             (t,) = live[p]
@@ -309,19 +313,45 @@ class OnnxModel:
         for t in self.graph_inputs:
             g.add_node(t, order=0, bytes=self.info[t].nbytes, buffer=t, input=True, output=False,
                        elementwise_add=False)
+        fused = self._fused_quantization()
         for step, i in enumerate(self.order, start=1):
             node = self.graph.node[i]
             reads = [x for x in self.activations(node.input) if x in g]
-            alias = node.op_type in ALIAS_OPS and bool(reads)
+            alias = (node.op_type in ALIAS_OPS or i in fused["aliases"]) and bool(reads)
             add = node.op_type in ("Add", "Sum") and len(reads) == 2
             for o in node.output:
                 if not o:
                     continue
-                g.add_node(o, order=step, bytes=0 if alias else self.info[o].nbytes if o in self.info else 0,
+                size = self.info[fused["written_as"].get(o, o)].nbytes if o in self.info else 0
+                g.add_node(o, order=step, bytes=0 if alias else size,
                            buffer=g.nodes[reads[0]]["buffer"] if alias else o, input=False,
                            output=o in self.graph_outputs, elementwise_add=add)
                 g.add_edges_from((x, o) for x in reads)
         return g
+
+    def _fused_quantization(self) -> dict:
+        """How ONNX Runtime's integer kernels replace a QDQ graph's float tensors: a DequantizeLinear read by an
+        op is no buffer of its own (the kernel reads the quantized tensor), and an op whose only reader is a
+        QuantizeLinear writes the quantized tensor itself (``written_as``; that QuantizeLinear is then no
+        buffer either). ``aliases`` are the node indices that allocate nothing."""
+        readers: dict[str, list[int]] = {}
+        for i in self.order:
+            for x in self.activations(self.graph.node[i].input):
+                readers.setdefault(x, []).append(i)
+        aliases: set[int] = set()
+        written_as: dict[str, str] = {}
+        for i in self.order:
+            node = self.graph.node[i]
+            out = node.output[0] if node.output else ""
+            if node.op_type == "DequantizeLinear" and out in readers and out not in self.graph_outputs:
+                aliases.add(i)
+            elif node.op_type not in ("QuantizeLinear", "DequantizeLinear") and out in readers \
+                    and out not in self.graph_outputs:
+                (q, *more) = readers[out]
+                if not more and self.graph.node[q].op_type == "QuantizeLinear":
+                    written_as[out] = self.graph.node[q].output[0]
+                    aliases.add(q)
+        return {"aliases": aliases, "written_as": written_as}
 
 
 def _tensor_sig(t: onnx.TensorProto) -> str:

@@ -173,3 +173,35 @@ def test_cli_table_show_summarizes_a_model_table(chain_table, capsys):
     assert "onnx-blocks" in out and "c.onnx" in out and "overhead_ms" in out and "unique_blocks 2" in out
     code, out = run_main(capsys, "table", "show", str(chain_table), "--plot", str(chain_table.with_suffix(".png")))
     assert code == 2 and "no layer x candidate grid" in out and not chain_table.with_suffix(".png").exists()
+
+
+# -- a QDQ model (static INT8 by onnxruntime.quantization), priced from cpu-int8 ----------------------------------
+@pytest.fixture(scope="module")
+def qdq(mnv2, tmp_path_factory):
+    from hwnas.devices.backends.quantize import quantize_onnx, random_calibration
+
+    out = tmp_path_factory.mktemp("qdq") / "mnv2-int8.onnx"
+    quantize_onnx(mnv2, out, random_calibration((1, 3, 64, 64), 4))
+    return out
+
+
+def test_a_qdq_model_is_cut_where_the_net_holds_quantized_tensors(qdq):
+    m = read_model(qdq)
+    first, *rest = m.blocks
+    assert first.ops == ("QuantizeLinear",) and m.info[first.inputs[0]].elem_type == onnx.TensorProto.FLOAT
+    inner = [b for b in rest if "Conv" in b.ops]
+    assert inner and all(b.ops[0] == "DequantizeLinear" and b.ops[-1] == "QuantizeLinear" for b in inner)
+    assert all(m.info[b.inputs[0]].elem_type == onnx.TensorProto.UINT8 for b in inner)  # one integer kernel each
+
+
+def test_a_qdq_model_profiles_on_cpu_int8_and_is_priced_in_its_element_size(mnv2, qdq, tmp_path):
+    res = profile_model(get_device("cpu-int8"), qdq, tmp_path / "t.json", options=TINY, progress=False)
+    p = predict_model(res.table, qdq)
+    assert not p.unpriced and p.latency_ms > 0
+    edges = res.table.extra["blocks"]
+    assert any(e["edge_reorder_in_ms"] > 0 and e["edge_reorder_out_ms"] > 0 for e in edges.values())  # NHWC
+    assert p.latency_ms < sum(res.table.entries[b.key].latency.median for b in read_model(qdq).blocks)
+    # the integer kernels read and write uint8: a quarter of the float model's activation bytes, give or take
+    # the float input and output
+    fp32 = predict_model(model_table(read_model(mnv2).blocks), mnv2)
+    assert p.planned_activation_bytes < 0.4 * fp32.planned_activation_bytes

@@ -38,11 +38,23 @@ def export_onnx(module: torch.nn.Module, input_shape: tuple[int, ...], path: Pat
     onnx.checker.check_model(str(path))
 
 
+def example_input(kind: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A seeded input of an ONNX Runtime session input of type ``kind``: standard-normal floats, or uniform codes
+    for the uint8/int8 tensor between two blocks of a QDQ model."""
+    rng = np.random.default_rng(seed)
+    if kind == "tensor(uint8)":
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    if kind == "tensor(int8)":
+        return rng.integers(-128, 128, shape, dtype=np.int8)
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
 class _OrtSession(Session):
     def __init__(self, session, input_shape: tuple[int, ...]) -> None:
         self.session = session
-        self.input_name = session.get_inputs()[0].name
-        self.feed = {self.input_name: np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)}
+        inp = session.get_inputs()[0]
+        self.input_name = inp.name
+        self.feed = {self.input_name: example_input(inp.type, input_shape)}
 
     def invoke(self) -> None:
         self.session.run(None, self.feed)
