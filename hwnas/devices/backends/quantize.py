@@ -35,7 +35,6 @@ from hwnas.core.schema import STRICT
 WEIGHTS = ("per-channel", "per-tensor")
 ACTIVATIONS = ("uint8", "int8")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
-FORMATS = ("qdq", "tflite")
 CALIBRATION_SAMPLES = 16  # random inputs for a block timed alone
 
 
@@ -64,7 +63,8 @@ class TfliteQuantOptions(BaseModel):
 class QuantScheme:
     """How a model is quantized: weights int8 symmetric per output channel (or per tensor); activations uint8 or
     int8, asymmetric (so a ReLU/ReLU6 folds into the producer's range) unless ``symmetric``; ranges calibrated by
-    ``calibration`` (min/max, entropy, or the 99.99th percentile)."""
+    ``calibration`` (min/max, entropy, or the 99.99th percentile); written as ``format``, QDQ ONNX or full-integer
+    TFLite (whose kernels take int8 asymmetric activations calibrated by min/max only)."""
 
     weights: Literal["per-channel", "per-tensor"] = "per-channel"
     activations: Literal["uint8", "int8"] = "uint8"
@@ -171,7 +171,7 @@ def quantize_tflite(src: Path, dst: Path, calibration: np.ndarray, scheme: Quant
                                                    if scheme.weights == "per-channel"
                                                    else qtyping.QuantGranularity.TENSORWISE))
         # ranges over all the images (min of mins, max of maxes), as onnxruntime's MinMax takes them; the
-        # Quantizer's own calibrate keeps a moving average instead, which clips the images seen first
+        # Quantizer's own calibrate keeps a moving average, which weights the last images most and clips the rest
         calib = calibrator.Calibrator(Path(src).read_bytes(), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
         calib.calibrate({key: [{name: np.ascontiguousarray(x)} for x in nhwc]}, recipe)
         quantizer = aeq.Quantizer(str(src), recipe.get_quantization_recipe())
