@@ -435,15 +435,25 @@ def export_calibration(source: Source, fmt: str, precision: str, data: str | Non
         return None
     from hwnas.learn.data import calibration_images
 
+    spec, seed, limit = run_data(source, data)
+    if not spec:
+        raise ConfigError("an INT8 export calibrates on training images, and no dataset is known.",
+                          "pass --data SPEC (e.g. --data digits, or the data the network was trained on)")
+    return calibration_images(spec, source.arch.space.resolution, n, seed=seed, limit=limit)
+
+
+def run_data(source: Source, data: str | None, seed: int = 0) -> tuple[str | None, int, int | None]:
+    """``(spec, seed, limit)`` of the dataset read for ``source``: ``data``, or the data its run trained on. Where
+    it is the run's data, that run's seed and limit, so that its images are split and normalized as in training:
+    a pool without a test set of its own holds its test images out by the seed, and the limit caps the training
+    pool whose sample gives the normalization. Other data: ``seed``, no limit."""
     run: dict = {}
     if source.run_dir and (Path(source.run_dir) / "config.json").is_file():
         run = read_json(Path(source.run_dir) / "config.json", "run file", "pass --data SPEC")
     spec = data or run.get("data")
-    if not spec:
-        raise ConfigError("an INT8 export calibrates on training images, and no dataset is known.",
-                          "pass --data SPEC (e.g. --data digits, or the data the network was trained on)")
-    seed, limit = (run.get("seed", 0), run.get("limit")) if spec == run.get("data") else (0, None)
-    return calibration_images(spec, source.arch.space.resolution, n, seed=seed, limit=limit)
+    if spec is not None and spec == run.get("data"):
+        return spec, int(run.get("seed", 0)), run.get("limit")
+    return spec, seed, None
 
 
 def _quant_device(name: str, fmt: str):

@@ -26,7 +26,7 @@ import numpy as np
 from hwnas.core.atomic import atomic_write_text, ensure_writable_dir
 from hwnas.core.errors import ConfigError, MeasurementError, TableError
 from hwnas.deploy.budgets import Limits
-from hwnas.deploy.export import FORMATS, Source, format_for, host_session, resolve_source
+from hwnas.deploy.export import FORMATS, Source, format_for, host_session, resolve_source, run_data
 from hwnas.deploy.modelrun import DEFAULT_SETTINGS, DeviceRun
 from hwnas.deploy.parity import compare, random_inputs
 from hwnas.devices.backends.base import MeasureSettings
@@ -96,7 +96,8 @@ def check_parity(source: Source, path: Path, device_session, shape: tuple[int, .
     if data:
         from hwnas.learn.data import load
 
-        ds = load(data, shape[-1], seed=seed)
+        spec, data_seed, limit = run_data(source, data, seed)
+        ds = load(spec, shape[-1], seed=data_seed, limit=limit)
         test_x, test_y = ds.test.head(real_images)  # the test split: images no search decision saw
         images = test_x.numpy()
         xs = [images[i:i + shape[0]] for i in range(0, len(images) - shape[0] + 1, shape[0])]

@@ -145,3 +145,18 @@ def test_an_int8_export_takes_the_scheme_of_a_device_of_its_format(trained_run, 
     with pytest.raises(ConfigError, match="runs .tflite models, not onnx"):
         export(src, "onnx", tmp_path / "m.onnx", precision="int8", device="cpu-tflite-int8", calibration=images)
     assert not list(tmp_path.iterdir())
+
+
+def test_export_and_verify_read_the_run_s_own_split_of_its_data(tmp_path):
+    from hwnas.deploy.export import Source, run_data
+
+    run = RunDir(tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    run.write_json("config.json", {"data": "digits", "seed": 3, "limit": 200})
+    src = Source(Arch.parse(SMALL), 10, run_dir=str(tmp_path / "run"))
+    # digits has no test set of its own: the run's seed held its test images out, so only that seed finds them
+    assert run_data(src, None) == ("digits", 3, 200) == run_data(src, "digits", seed=7)
+    assert run_data(src, "mnist:/elsewhere", seed=7) == ("mnist:/elsewhere", 7, None)
+    assert run_data(Source(Arch.parse(SMALL), 10), None) == (None, 0, None)
+    a, b = load("digits", 32, seed=3, limit=200), load("digits", 32, seed=0)
+    assert not np.array_equal(a.test.indices, b.test.indices)
