@@ -207,8 +207,10 @@ def _table(cfg: PipelineConfig, device, target: Path, progress: bool, log, width
     return {"table": str(target), "from": None, "profiled": True}
 
 
-def _calibration_nets(cfg: PipelineConfig, table: Path) -> list:
-    """Feasible nets under the budgets plus 20%: where the search will land, on both sides of the limit."""
+def calibration_nets(table: Path, latency_ms: float | None, memory_mb: float | None, samples: int,
+                     seed: int = 0) -> list:
+    """``samples`` feasible nets of ``table`` under the budgets plus 20%: where a search will land, on both sides
+    of the limit."""
     import numpy as np
 
     from hwnas.cost.model import CostModel
@@ -218,23 +220,30 @@ def _calibration_nets(cfg: PipelineConfig, table: Path) -> list:
 
     model = CostModel(Table.load(table))
     widen = 1.2
-    budget = Budget(cfg.latency_ms * widen if cfg.latency_ms is not None else None,
-                    cfg.memory_mb * widen * MB if cfg.memory_mb is not None else None)
-    rows = Feasibility(model, budget).sample(cfg.calibration_samples, np.random.default_rng(cfg.seed))
+    budget = Budget(latency_ms * widen if latency_ms is not None else None,
+                    memory_mb * widen * MB if memory_mb is not None else None)
+    rows = Feasibility(model, budget).sample(samples, np.random.default_rng(seed))
     return [Arch.of(model.space, row) for row in rows]
 
 
-def _calibrate(cfg: PipelineConfig, device, table: Path, progress: bool, name: str = "calibration") -> dict:
-    """Calibrate ``table`` on this host now; the validation beside it (``name``.json and .png)."""
+def calibrate_table(device, table: Path, latency_ms: float | None, memory_mb: float | None, samples: int,
+                    seed: int = 0, progress: bool = True, name: str = "calibration") -> dict:
+    """Calibrate ``table`` on this host now, on nets near the budgets (:func:`calibration_nets`); the validation
+    beside it (``name``.json and .png). Returns the held-out error after calibration."""
     from hwnas.cost import validate as v
 
-    report = v.validate(device, table, cfg.calibration_samples, seed=cfg.seed, rounds=5, fit_fraction=0.5,
+    report = v.validate(device, table, samples, seed=seed, rounds=5, fit_fraction=0.5,
                         out=table.parent / f"{name}.json", resume=True, progress=progress, memory=False,
-                        archs=_calibration_nets(cfg, table))
+                        archs=calibration_nets(table, latency_ms, memory_mb, samples, seed))
     v.store_calibration(table, report)
     v.plot(report, table.parent / f"{name}.png")
     return {"heldout_within_10pct": report.calibrated_heldout["within_10pct"],
             "heldout_mape": report.calibrated_heldout["mape"]}
+
+
+def _calibrate(cfg: PipelineConfig, device, table: Path, progress: bool, name: str = "calibration") -> dict:
+    return calibrate_table(device, table, cfg.latency_ms, cfg.memory_mb, cfg.calibration_samples, cfg.seed,
+                           progress, name)
 
 
 def run_pipeline(cfg: PipelineConfig, out: Path, *, budgets: Budgets | None = None, resume: bool = False,

@@ -1,15 +1,17 @@
 """Searched networks against the hand-made one, at the same latency, measured on the device (issue 14).
 
 At each budget, a fraction (``--fractions``, 40/60/80%) of the full reference network's predicted latency on the
-device's table:
+device's raw table, every width's table is first copied and calibrated on this host on nets near the budget
+(``--calibration-samples``), as the pipeline does; everything below prices on those calibrated copies:
 
 1. ``reference``: the MobileNetV2-like reference scaled down to the budget by hand (width multiplier, each width
    on its own table; uniform depth and expansion; :mod:`hwnas.search.strategies.reference`). Its predicted
-   latency L is the latency the searches get (``--match reference``, the default), so that every net competes at
-   the latency the hand-made one spends; ``--match budget`` gives them the budget itself.
-2. ``proxyless``: a ProxylessNAS search under L.
-3. ``evolution``: aging evolution with the ``train`` estimator under L.
-4. ``random``: ``--random`` feasible nets drawn in the budget's band (90–100% of L).
+   latency L, less ``--margin`` (5%, the pipeline's), is the latency the searches get (``--match reference``, the
+   default), so that every net competes at or under the latency the hand-made one spends; ``--match budget``
+   gives them the budget itself.
+2. ``proxyless``: a ProxylessNAS search under that latency.
+3. ``evolution``: aging evolution with the ``train`` estimator under it.
+4. ``random``: ``--random`` feasible nets drawn in its band (90–100%).
 
 The searches train on ``--search-limit`` images. Every net is then retrained from scratch with one schedule
 (``--epochs``, ``--limit`` images for train + valid, the dataset's augmentation, one seed), its test accuracy
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -75,6 +78,10 @@ def main() -> None:
     ap.add_argument("--estimator-epochs", type=int, default=1, help="evolution's training per candidate")
     ap.add_argument("--random", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    ap.add_argument("--calibration-samples", type=int, default=20,
+                    help="nets near the budget that calibrate each width's table on this host, per budget")
+    ap.add_argument("--margin", type=float, default=0.05,
+                    help="the searches aim this far under the reference's latency, for the measurement noise")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="nets retrained at once (Ray tasks of one thread each; evolution's candidates likewise)")
     ap.add_argument("--seed", type=int, default=0)
@@ -101,14 +108,13 @@ def main() -> None:
     schedule = TrainConfig(epochs=args.epochs, seed=args.seed)
     setup = {"device": args.device, "data": data.describe(), "schedule": schedule.to_dict(), "match": args.match,
              "search_limit": args.search_limit, "search_epochs": args.search_epochs,
-             "evaluations": args.evaluations, "estimator_epochs": args.estimator_epochs}
+             "evaluations": args.evaluations, "estimator_epochs": args.estimator_epochs,
+             "calibration_samples": args.calibration_samples, "margin": args.margin}
     if results.get("setup", setup) != setup:
         sys.exit(f"{results_file} was made with other settings ({json.dumps(results['setup'])}); give another "
                  "--results, or the settings it records")
     results["setup"] = setup
     save()
-    common = dict(table=args.table, data=args.data, seed=args.seed, limit=args.search_limit, final_epochs=0,
-                  device=args.device)
     device = get_device(args.device)
     ray.init(num_cpus=args.jobs, include_dashboard=False, log_to_driver=False)
     remote_retrain = ray.remote(num_cpus=1)(retrain)
@@ -121,9 +127,15 @@ def main() -> None:
         nets = row["nets"]
 
         folder = out / key
+        table_path = calibrated_tables(device, Path(args.table), folder / "tables", row, args)
+        save()
+        common = dict(table=str(table_path), data=args.data, seed=args.seed, limit=args.search_limit,
+                      final_epochs=0, device=args.device)
+        calibrated = CostModel(Table.load(table_path))
         searched(nets, folder, "reference", SearchConfig(strategy="reference", latency_ms=row["budget_ms"], **common))
         save()
-        target = nets["reference"]["predicted_ms"] if args.match == "reference" else row["budget_ms"]
+        target = (1 - args.margin) * (nets["reference"]["predicted_ms"] if args.match == "reference"
+                                      else row["budget_ms"])
         row["search_budget_ms"] = target
         searched(nets, folder, "proxyless", SearchConfig(strategy="proxyless", latency_ms=target, **common,
                                                          options={"epochs": args.search_epochs,
@@ -133,11 +145,11 @@ def main() -> None:
                                                          evaluations=args.evaluations, executor="ray",
                                                          estimator_epochs=args.estimator_epochs, **common))
         save()
-        rows = Feasibility(model, Budget(latency_ms=target)).sample(args.random, np.random.default_rng(args.seed),
-                                                                    band=True)
+        rows = Feasibility(calibrated, Budget(latency_ms=target)).sample(args.random,
+                                                                         np.random.default_rng(args.seed), band=True)
         for i, choices in enumerate(rows):
-            nets.setdefault(f"random{i}", {"arch": str(Arch.of(space, choices)),
-                                          "predicted_ms": float(model.predict_many(choices[None])["latency_ms"][0]),
+            priced = float(calibrated.predict_many(choices[None])["latency_ms"][0])
+            nets.setdefault(f"random{i}", {"arch": str(Arch.of(space, choices)), "predicted_ms": priced,
                                           "search_s": 0.0})
         save()
 
@@ -193,6 +205,32 @@ def retrain(arch_text: str, data_spec: str, seed: int, limit: int, schedule: Tra
     export(Source(arch, data.classes, module.state_dict()), "onnx", Path(onnx))
     return {"test_accuracy": test_accuracy, "valid_accuracy": res.valid_accuracy, "retrain_s": seconds,
             "retrain_threads": 1}
+
+
+def calibrated_tables(device, table: Path, folder: Path, row: dict, args) -> Path:
+    """Every width's table copied into ``folder`` and calibrated there on this host, on nets near the budget, as
+    the pipeline calibrates its own: raw, the tables of different widths misprice their nets by different
+    amounts (BENCHMARKS.md), so the searches and the reference would meet at different measured latencies.
+    Returns the width-1 copy's path; each calibration is recorded in the row."""
+    from hwnas.deploy.pipeline import calibrate_table
+    from hwnas.search.strategies.reference import ReferenceScaling
+    from hwnas.spaces import get_space
+    from hwnas.tables.table import table_stem
+
+    folder.mkdir(parents=True, exist_ok=True)
+    main_space = CostModel(Table.load(table)).space
+    calibrations = row.setdefault("calibration", {})
+    for width in ReferenceScaling().widths:
+        space = get_space(main_space.name, main_space.resolution, width)
+        name = f"{table_stem(args.device, space.id, space.resolution)}.json"
+        target = folder / name
+        if f"{width:g}" in calibrations:
+            continue
+        shutil.copyfile(table.parent / name, target)
+        fit = calibrate_table(device, target, row["budget_ms"], None, args.calibration_samples, args.seed,
+                              progress=False, name=f"calibration-w{width:g}")
+        calibrations[f"{width:g}"] = {**fit, **(CostModel(Table.load(target)).calibration or {})}
+    return folder / f"{table_stem(args.device, main_space.id, main_space.resolution)}.json"
 
 
 def searched(nets: dict, folder: Path, name: str, cfg: SearchConfig) -> None:
