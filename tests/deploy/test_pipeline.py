@@ -53,7 +53,7 @@ def test_the_pipeline_at_int8_ships_a_quantized_model_judged_by_the_accuracy_it_
     from hwnas.devices.backends.quantize import quantized_ops
     from hwnas.learn.data import load
 
-    cfg = PipelineConfig(device="cpu-int8", latency_ms=1.5, evaluations=3, epochs=3, calibration_samples=0,
+    cfg = PipelineConfig(device="cpu-int8", latency_ms=1.5, evaluations=3, epochs=10, calibration_samples=0,
                          calibration_images=64, tables=str(tmp_path / "tables"), reference=False)
     out = tmp_path / "p"
     res = run_pipeline(cfg, out, progress=False)
