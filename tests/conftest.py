@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 HAS_TFLITE = available("litert_torch") and available("ai_edge_litert") and available("ai_edge_quantizer")
 _REAL_TIME_SESSION = Backend.time_session  # the timing loop before any test patches it
-needs_tflite = pytest.mark.skipif(not HAS_TFLITE, reason="optional package missing: litert-torch / ai-edge-litert / "
-                                                                 "ai-edge-quantizer")
+TFLITE_MISSING = "optional package missing: litert-torch / ai-edge-litert / ai-edge-quantizer (the tflite extra)"
+needs_tflite = pytest.mark.skipif(not HAS_TFLITE, reason=TFLITE_MISSING)
 
 
 @pytest.fixture(autouse=True)

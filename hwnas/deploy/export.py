@@ -58,10 +58,10 @@ def _write_onnx(module, shape, path, metadata, precision, trtexec) -> None:
 
 
 def to_quantized(fmt: str, module: nn.Module, input_shape: tuple[int, ...], path: Path, metadata: dict[str, str],
-                 calibration: np.ndarray, backend) -> dict[str, str]:
+                 calibration: np.ndarray, backend) -> None:
     """The float export of ``fmt`` quantized statically by the INT8 ``backend``'s quantizer (QDQ ONNX, or
     full-integer TFLite; :mod:`hwnas.devices.backends.quantize`) from ``calibration`` inputs ``(N, *input_shape)``,
-    with its device's scheme. The metadata, returned, gains the precision, the scheme and the calibration's size."""
+    with its device's scheme. The metadata gains the precision, the scheme and the calibration's size."""
     spec = FORMATS[fmt]
     scheme = backend.quant_scheme()
     meta = {**metadata, "precision": "int8", "quantization": json.dumps(scheme.to_dict(), sort_keys=True),
@@ -75,7 +75,6 @@ def to_quantized(fmt: str, module: nn.Module, input_shape: tuple[int, ...], path
         else:
             atomic_write_with(path, lambda tmp_path: shutil.copyfile(int8_file, tmp_path))
             atomic_write_text(sidecar(path), json.dumps(meta, indent=1))
-    return meta
 
 
 def _embed_onnx_metadata(src: Path, path: Path, meta: dict[str, str]) -> None:

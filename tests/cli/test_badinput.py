@@ -42,7 +42,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from conftest import HAS_TFLITE, ROOT, invoke
+from conftest import HAS_TFLITE, ROOT, TFLITE_MISSING, invoke
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -65,7 +65,7 @@ def good(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def good_tflite(tmp_path_factory) -> Path:
     if not HAS_TFLITE:
-        pytest.skip("optional package missing: litert-torch / ai-edge-litert")
+        pytest.skip(TFLITE_MISSING)
     from hwnas.deploy.export import export, resolve_source
 
     return export(resolve_source(SMALL), "tflite", tmp_path_factory.mktemp("good") / "good.tflite").path
