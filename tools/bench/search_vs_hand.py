@@ -127,31 +127,9 @@ def main() -> None:
         nets = row["nets"]
 
         folder = out / key
-        table_path = calibrated_tables(device, Path(args.table), folder / "tables", row, args)
-        save()
-        common = dict(table=str(table_path), data=args.data, seed=args.seed, limit=args.search_limit,
-                      final_epochs=0, device=args.device)
-        calibrated = CostModel(Table.load(table_path))
-        searched(nets, folder, "reference", SearchConfig(strategy="reference", latency_ms=row["budget_ms"], **common))
-        save()
-        target = (1 - args.margin) * (nets["reference"]["predicted_ms"] if args.match == "reference"
-                                      else row["budget_ms"])
-        row["search_budget_ms"] = target
-        searched(nets, folder, "proxyless", SearchConfig(strategy="proxyless", latency_ms=target, **common,
-                                                         options={"epochs": args.search_epochs,
-                                                                  "warmup_epochs": min(2, args.search_epochs)}))
-        save()
-        searched(nets, folder, "evolution", SearchConfig(strategy="evolution", latency_ms=target, estimator="train",
-                                                         evaluations=args.evaluations, executor="ray",
-                                                         estimator_epochs=args.estimator_epochs, **common))
-        save()
-        rows = Feasibility(calibrated, Budget(latency_ms=target)).sample(args.random,
-                                                                         np.random.default_rng(args.seed), band=True)
-        for i, choices in enumerate(rows):
-            priced = float(calibrated.predict_many(choices[None])["latency_ms"][0])
-            nets.setdefault(f"random{i}", {"arch": str(Arch.of(space, choices)), "predicted_ms": priced,
-                                          "search_s": 0.0})
-        save()
+        chosen = ["reference", "proxyless", "evolution"] + [f"random{i}" for i in range(args.random)]
+        if not all(name in nets for name in chosen):  # the calibrated tables are needed only to choose the nets
+            choose(nets, folder, row, device, args, save)
 
         if args.retime:
             for net in nets.values():
@@ -188,6 +166,36 @@ def main() -> None:
     print(table(results, args.fractions))
 
 
+def choose(nets: dict, folder: Path, row: dict, device, args, save) -> None:
+    """The budget's nets, chosen on its calibrated tables: the scaled reference, the two searches' answers and
+    the random nets, each recorded (``save``) as it is chosen."""
+    table_path = calibrated_tables(device, Path(args.table), folder / "tables", row, args)
+    save()
+    common = dict(table=str(table_path), data=args.data, seed=args.seed, limit=args.search_limit,
+                  final_epochs=0, device=args.device)
+    calibrated = CostModel(Table.load(table_path))
+    searched(nets, folder, "reference", SearchConfig(strategy="reference", latency_ms=row["budget_ms"], **common))
+    save()
+    target = (1 - args.margin) * (nets["reference"]["predicted_ms"] if args.match == "reference"
+                                  else row["budget_ms"])
+    row["search_budget_ms"] = target
+    searched(nets, folder, "proxyless", SearchConfig(strategy="proxyless", latency_ms=target, **common,
+                                                     options={"epochs": args.search_epochs,
+                                                              "warmup_epochs": min(2, args.search_epochs)}))
+    save()
+    searched(nets, folder, "evolution", SearchConfig(strategy="evolution", latency_ms=target, estimator="train",
+                                                     evaluations=args.evaluations, executor="ray",
+                                                     estimator_epochs=args.estimator_epochs, **common))
+    save()
+    rows = Feasibility(calibrated, Budget(latency_ms=target)).sample(args.random,
+                                                                     np.random.default_rng(args.seed), band=True)
+    for i, choices in enumerate(rows):
+        priced = float(calibrated.predict_many(choices[None])["latency_ms"][0])
+        nets.setdefault(f"random{i}", {"arch": str(Arch.of(calibrated.space, choices)), "predicted_ms": priced,
+                                      "search_s": 0.0})
+    save()
+
+
 def retrain(arch_text: str, data_spec: str, seed: int, limit: int, schedule: TrainConfig, onnx: str) -> dict:
     """One net trained from scratch on one thread (a Ray task), its test accuracy, its trained ONNX export."""
     import torch
@@ -196,15 +204,15 @@ def retrain(arch_text: str, data_spec: str, seed: int, limit: int, schedule: Tra
     arch = Arch.parse(arch_text)
     data = load(data_spec, arch.space.resolution, seed=seed, limit=limit)
     module = build_for(arch, data.classes, seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = train(module, data, schedule)
     rt = schedule.runtime()
     test_accuracy = evaluate(rt.place(module), data.test, rt)
-    seconds = round(time.perf_counter() - t0, 1)
+    seconds, cpu_seconds = round(time.perf_counter() - t0, 1), round(time.process_time() - c0, 1)
     cpu_contiguous(module)
     export(Source(arch, data.classes, module.state_dict()), "onnx", Path(onnx))
     return {"test_accuracy": test_accuracy, "valid_accuracy": res.valid_accuracy, "retrain_s": seconds,
-            "retrain_threads": 1}
+            "retrain_cpu_s": cpu_seconds, "retrain_threads": 1}
 
 
 def calibrated_tables(device, table: Path, folder: Path, row: dict, args) -> Path:
