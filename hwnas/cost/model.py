@@ -86,7 +86,7 @@ class CostModel:
         """(peak activation bytes, MACs, params, peak without the input) per unique key, from its dataflow graph."""
         out = {}
         for key in self.space.unique_keys():
-            c = graph_cost(self.space.build_op(key), input_shape(key), self._elem_bytes)
+            c = graph_cost(self.space.build_op(key), input_shape(key), self._elem_bytes, self._layout[2])
             out[str(key)] = (c.peak_activation_bytes, c.macs, c.params, c.peak_without_input_bytes)
         return out
 
@@ -95,10 +95,11 @@ class CostModel:
         return ELEMENT_BYTES[self.table.fingerprint.get("precision", "fp32")]
 
     @cached_property
-    def _layout(self) -> tuple[str, bool]:
+    def _layout(self) -> tuple[str, bool, str]:
         from hwnas.cost.memplan import runtime_layout
 
-        return runtime_layout(self.table.fingerprint.get("backend", ""))
+        fp = self.table.fingerprint
+        return runtime_layout(fp.get("backend", ""), fp.get("precision", "fp32"))
 
     @property
     def memory_planner(self) -> str:
@@ -119,7 +120,8 @@ class CostModel:
         key = str(arch)
         if key not in cache:
             g = dataflow_graph(arch.build(), self.space.input_shape, self._elem_bytes)
-            cache[key] = planned_peak(g, self.memory_planner, count_input=False) + self._resident_io_bytes
+            cache[key] = planned_peak(g, self.memory_planner, count_input=False,
+                                      kernels=self._layout[2]) + self._resident_io_bytes
         return cache[key]
 
     @cached_property

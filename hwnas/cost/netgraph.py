@@ -31,6 +31,19 @@ class _Tracer(fx.Tracer):
 
 
 @dataclass(frozen=True)
+class Conv:
+    """A convolution's geometry, for the runtimes whose kernels allocate temporaries by it
+    (:func:`hwnas.cost.memplan.planned_peak`)."""
+
+    cin: int
+    cout: int
+    groups: int
+    kernel_area: int  # k x k
+    stride: int
+    out_pixels: int  # output height x width (of one image)
+
+
+@dataclass(frozen=True)
 class GraphCost:
     peak_activation_bytes: int  # largest sum of live buffers (input and output included)
     peak_without_input_bytes: int  # the same with the input not counted (a caller's buffer the runtime reads)
@@ -39,7 +52,9 @@ class GraphCost:
 
 
 def dataflow_graph(module: nn.Module, input_shape: tuple[int, ...], bytes_per_elem: int = 4) -> nx.DiGraph:
-    """Ops as nodes (``order``, ``bytes`` allocated, ``buffer`` written, ``macs``), data edges between them."""
+    """Ops as nodes (``order``, ``bytes`` allocated, ``buffer`` written, ``macs``; ``conv`` geometry,
+    ``tensor_bytes`` of the tensor it writes or aliases, ``pool_input_bytes`` of a global pooling), data edges
+    between them."""
     module = nn.Sequential(module).eval()  # a bare nn.Linear/Conv2d root is then seen as the module it is
     graph = _Tracer().trace(module)
     gm = fx.GraphModule(module, graph)
@@ -58,10 +73,26 @@ def dataflow_graph(module: nn.Module, input_shape: tuple[int, ...], bytes_per_el
         buffer = g.nodes[sources[0].name]["buffer"] if alias and sources else node.name
         g.add_node(node.name, order=order, bytes=0 if alias else size, buffer=buffer,
                    macs=_macs(node, modules), output=node.op == "output", input=node.op == "placeholder",
-                   elementwise_add=node.op == "call_function" and node.target in (operator.add, torch.add))
+                   elementwise_add=node.op == "call_function" and node.target in (operator.add, torch.add),
+                   conv=_conv_geometry(node, modules),
+                   pool_input_bytes=g.nodes[sources[0].name]["tensor_bytes"] if _is_pool(node, modules) else 0,
+                   tensor_bytes=size, shape=tuple(shape) if shape is not None else None)
         for src in sources:
             g.add_edge(src.name, node.name)
     return g
+
+
+def _conv_geometry(node: fx.Node, modules: dict[str, nn.Module]) -> Conv | None:
+    if node.op != "call_module" or not isinstance(modules[node.target], nn.Conv2d):
+        return None
+    m = modules[node.target]
+    shape = node.meta["tensor_meta"].shape
+    return Conv(m.in_channels, m.out_channels, m.groups, m.kernel_size[0] * m.kernel_size[1], m.stride[0],
+                int(shape[2]) * int(shape[3]))
+
+
+def _is_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    return node.op == "call_module" and isinstance(modules[node.target], GlobalAvgPool)
 
 
 def _macs(node: fx.Node, modules: dict[str, nn.Module]) -> int:
@@ -77,11 +108,13 @@ def _macs(node: fx.Node, modules: dict[str, nn.Module]) -> int:
     return 0
 
 
-def graph_cost(module: nn.Module, input_shape: tuple[int, ...], bytes_per_elem: int = 4) -> GraphCost:
+def graph_cost(module: nn.Module, input_shape: tuple[int, ...], bytes_per_elem: int = 4,
+               kernels: str = "default") -> GraphCost:
+    """Liveness peaks (with the temporaries of the runtime's ``kernels``), MACs and parameters."""
     g = dataflow_graph(module, input_shape, bytes_per_elem)
     from hwnas.cost.memplan import planned_peak
 
-    return GraphCost(peak_activation_bytes=planned_peak(g),
-                     peak_without_input_bytes=planned_peak(g, count_input=False),
+    return GraphCost(peak_activation_bytes=planned_peak(g, kernels=kernels),
+                     peak_without_input_bytes=planned_peak(g, count_input=False, kernels=kernels),
                      macs=sum(d["macs"] for _, d in g.nodes(data=True)),
                      params=sum(p.numel() for p in module.parameters()))

@@ -102,7 +102,7 @@ def predict_model(table: Table, model: Path | str | onnx.ModelProto) -> ModelPre
         elif entry.latency is not None:
             latency += entry.latency.median - overhead
     latency -= cancelled_reorders_ms(table, m.blocks)
-    planner, holds_io = runtime_layout(table.fingerprint.get("backend", ""))
+    planner, holds_io, _ = runtime_layout(table.fingerprint.get("backend", ""))  # ops as in the file: no kernels
     activations = planned_peak(m.tensor_graph(), planner, count_input=False)
     if holds_io:
         activations += sum(m.info[t].nbytes for t in (*m.graph_inputs, *m.graph_outputs))

@@ -308,11 +308,11 @@ class OnnxModel:
     def tensor_graph(self) -> nx.DiGraph:
         """The activation tensors as the DiGraph :func:`hwnas.cost.memplan.planned_peak` walks (see
         :mod:`hwnas.cost.netgraph`): ``order``, ``bytes`` allocated, ``buffer`` written, ``input``, ``output``,
-        ``elementwise_add``; an edge from each tensor an op reads to each tensor it writes."""
+        ``elementwise_add``, ``shape``; an edge from each tensor an op reads to each tensor it writes."""
         g = nx.DiGraph()
         for t in self.graph_inputs:
             g.add_node(t, order=0, bytes=self.info[t].nbytes, buffer=t, input=True, output=False,
-                       elementwise_add=False)
+                       elementwise_add=False, shape=self.info[t].shape)
         fused = self._fused_quantization()
         for step, i in enumerate(self.order, start=1):
             node = self.graph.node[i]
@@ -322,10 +322,11 @@ class OnnxModel:
             for o in node.output:
                 if not o:
                     continue
-                size = self.info[fused["written_as"].get(o, o)].nbytes if o in self.info else 0
-                g.add_node(o, order=step, bytes=0 if alias else size,
+                info = self.info.get(fused["written_as"].get(o, o)) if o in self.info else None
+                g.add_node(o, order=step, bytes=0 if alias or info is None else info.nbytes,
                            buffer=g.nodes[reads[0]]["buffer"] if alias else o, input=False,
-                           output=o in self.graph_outputs, elementwise_add=add)
+                           output=o in self.graph_outputs, elementwise_add=add,
+                           shape=None if info is None else info.shape)
                 g.add_edges_from((x, o) for x in reads)
         return g
 

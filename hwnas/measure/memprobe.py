@@ -1,21 +1,18 @@
-"""Activation memory as a runtime allocates it, counted by the C allocator in an isolated process.
+"""Activation memory as a runtime allocates it, counted in an isolated process.
 
-Neither ONNX Runtime nor LiteRT tells Python how much memory its activations take, so hwnas asks the
-allocator: glibc's ``mallinfo2`` gives the bytes in use (heap and mmap) — exact allocation counts, not
-resident pages, which the kernel and malloc's caches blur. Each probe runs in a fresh process, so nothing
-that ran before skews the figure.
+Neither ONNX Runtime nor LiteRT tells Python how much memory its activations take, so hwnas counts what the
+process allocates: exact allocation counts, not resident pages, which the kernel and malloc's caches blur.
+Each probe runs in a fresh process, so nothing that ran before skews the figure.
 
-- ``onnxruntime``: the CPU arena and the memory pattern are off, so ORT mallocs each tensor when it is
-  written and frees it after its last reader. A thread samples the bytes in use while the model runs (20
-  times and 1 s at least); the figure is the peak above the level before. The sampler needs a core of its
-  own: on a busy host it misses peaks and the figure comes out low. The input is the caller's buffer (ORT reads it in
-  place) and is not in the figure. A peak lasts one op; on small inputs ops are too short for the sampler
-  to see, so the model is re-batched (its batch dimension set to N, N x pixels ≥ 112², every buffer N times
-  larger and every op N times longer, the plan otherwise the same) and the figure divided by N.
+- ``onnxruntime``: the CPU arena and the memory pattern are off, so ORT allocates each tensor when it is
+  written and frees it after its last reader, and its kernels allocate their temporaries per call. memray
+  tracks every allocation of the process (malloc, aligned and mmap'ed ones, on every thread) over three
+  warm runs at batch 1; the figure is the high-water mark of what those runs held. The caller's input was
+  allocated before and is not in it. Exact, so a busy host does not change it.
 - ``litert`` (XNNPACK): the interpreter plans its activations ahead (TFLite's arena, XNNPACK's workspace)
   when tensors are allocated, together with packed weights. Re-planning for a batch of 2 adds one image's
-  activations and nothing else, so that growth is the figure; it includes the graph input and output, which
-  the TFLite arena holds for the whole run.
+  activations and nothing else, so that growth of the bytes in use (glibc's ``mallinfo2``) is the figure;
+  it includes the graph input and output, which the TFLite arena holds for the whole run.
 
 Run as ``python -m hwnas.measure.memprobe BACKEND MODEL SHAPE THREADS``; prints one JSON object.
 """
@@ -26,8 +23,7 @@ import ctypes
 import ctypes.util
 import json
 import sys
-import threading
-import time
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +33,7 @@ from pydantic import BaseModel
 
 from hwnas.core.errors import MeasurementError
 from hwnas.core.registry import Registry
-from hwnas.core.schema import STRICT, PositiveInt, parse_json, validate
+from hwnas.core.schema import STRICT, parse_json, validate
 from hwnas.devices.backends.base import run_tool
 
 
@@ -60,26 +56,10 @@ def bytes_in_use():
     return used
 
 
-def _rebatched(model: str, batch: int) -> bytes:
-    """The ONNX model with its batch dimension (input and output) set to ``batch``."""
-    import onnx
-
-    m = onnx.load(model)
-    for value in (*m.graph.input, *m.graph.output):
-        value.type.tensor_type.shape.dim[0].dim_value = batch
-    del m.graph.value_info[:]
-    return m.SerializeToString()
-
-
 def _probe_onnxruntime(model: str, shape: tuple[int, ...], threads: int) -> dict:
+    import memray
     import onnxruntime as ort
 
-    used = bytes_in_use()
-    pixels = int(np.prod(shape[2:])) if len(shape) == 4 else 224 * 224
-    batch = max(1, -(-112 * 112 // pixels)) if shape[0] == 1 else 1
-    if batch > 1:
-        model = _rebatched(model, batch)
-        shape = (batch, *shape[1:])
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.enable_cpu_mem_arena = False
@@ -88,23 +68,13 @@ def _probe_onnxruntime(model: str, shape: tuple[int, ...], threads: int) -> dict
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     feed = {sess.get_inputs()[0].name: np.zeros(shape, np.float32)}
     sess.run(None, feed)  # first run: kernels' lazy one-time allocations happen here, outside the figure
-    base = used()
-    peak = [base]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], used())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    start, runs = time.perf_counter(), 0
-    while runs < 20 or time.perf_counter() - start < 1.0:  # many chances to catch each op's peak
-        sess.run(None, feed)
-        runs += 1
-    done.set()
-    sampler.join()
-    return {"activation_bytes": (peak[0] - base) // batch, "batch": batch}
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "runs.bin"
+        with memray.Tracker(trace, native_traces=False):
+            for _ in range(3):
+                sess.run(None, feed)
+        peak = memray.FileReader(trace).metadata.peak_memory
+    return {"activation_bytes": int(peak)}
 
 
 def _probe_litert(model: str, shape: tuple[int, ...], threads: int) -> dict:
@@ -138,8 +108,9 @@ class Probe:
 
 
 PROBES: Registry[Probe] = Registry("memory probe")
-PROBES.register("onnxruntime")(Probe(_probe_onnxruntime, "peak malloc bytes in use while running (arena and memory "
-                                                         "pattern off), caller's input excluded"))
+PROBES.register("onnxruntime")(Probe(_probe_onnxruntime, "high-water mark of the bytes allocated over three warm runs "
+                                                         "at batch 1, tracked by memray (arena and memory pattern "
+                                                         "off), caller's input excluded"))
 PROBES.register("litert")(Probe(_probe_litert, "malloc bytes added by re-planning for batch 2 (one image's "
                                                "activations, graph I/O included)"))
 
@@ -169,7 +140,6 @@ def measure_activation_memory(backend: str, model: Path, input_shape: tuple[int,
 class _ProbeResult(BaseModel):
     model_config = STRICT
     activation_bytes: int  # may come out below zero by a few bytes where the allocator's caches shrank
-    batch: PositiveInt | None = None
 
 
 def main(argv: list[str]) -> None:

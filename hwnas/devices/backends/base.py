@@ -205,6 +205,9 @@ class Backend(ABC):
     holds_graph_io: ClassVar[bool] = False
     # How the runtime places activation buffers (:mod:`hwnas.cost.memplan`); "liveness" where not yet emulated.
     memory_planner: ClassVar[str] = "liveness"
+    # What its kernels allocate beyond their outputs, per precision (:data:`hwnas.cost.memplan.KERNELS`); a
+    # precision not named allocates nothing more.
+    memory_kernels: ClassVar[dict[str, str]] = {}
     # The schema of the descriptor's ``[options]`` table (types, ranges, known keys): a runtime declares its own.
     options_schema: ClassVar[type[BaseModel]] = NoOptions
 

@@ -79,6 +79,7 @@ class OnnxRuntimeBackend(FileBackend):
     precisions = ("fp32", "int8")
     quantizer = staticmethod(quantize_onnx)
     memory_planner = "onnxruntime"
+    memory_kernels = {"int8": "ort-qlinear"}  # the QDQ model's integer kernels and their temporaries
     options_schema = OnnxRuntimeOptions
 
     @classmethod
