@@ -22,7 +22,8 @@ Kernels may allocate temporaries of their own for the length of their run, on to
 decide whether an add may write in place (``kernels``, :data:`KERNELS`):
 
 - ``default``: none (ORT's fp32 kernels, the TFLite arena's).
-- ``ort-qlinear``: ORT's integer kernels of a QDQ model (channels-last ``QLinearConv``, ``QLinearAdd``; ORT 1.3x's
+- ``ort-qlinear`` (``ort-qlinear-file`` on a QDQ file's own graph, which has the quantized input and the float
+  head as tensors): ORT's integer kernels of a QDQ model (channels-last ``QLinearConv``, ``QLinearAdd``; ORT 1.3x's
   ``qlinearconv.cc``). A depthwise conv builds an indirection buffer of 8-byte pointers, one per kernel tap
   and output pixel (two to four times its own output), plus int32 accumulators when its channels are not a
   multiple of 16. A dense conv runs the symmetric kernel when its channels allow (input a multiple of 4,
@@ -39,16 +40,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
 
-if TYPE_CHECKING:
-    from hwnas.cost.netgraph import Conv
-
 PLANNERS = ("liveness", "onnxruntime", "greedy_by_size")
 POINTER_BYTES = 8  # one entry of an indirection buffer (64-bit hosts)
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A convolution's geometry, for the runtimes whose kernels allocate temporaries by it
+    (:func:`planned_peak`)."""
+
+    cin: int
+    cout: int
+    groups: int
+    kernel_area: int  # k x k
+    stride: int
+    out_pixels: int  # output height x width (of one image)
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,9 @@ def _qlinear_temporaries(d: dict) -> int:
 KERNELS: dict[str, Kernels] = {
     "default": Kernels(temporaries=lambda d: 0, inplace_add=True, own_input_copy=False),
     "ort-qlinear": Kernels(temporaries=_qlinear_temporaries, inplace_add=False, own_input_copy=True),
+    # the same kernels running a QDQ file, whose tensor graph has its QuantizeLinear and float tensors as nodes
+    "ort-qlinear-file": Kernels(temporaries=lambda d: _qlinear_conv(d["conv"]) if d.get("conv") else 0,
+                                inplace_add=False, own_input_copy=False),
 }
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from hwnas.cost.memplan import Conv, planned_peak
 from hwnas.spaces.blocks import ChannelShuffle, GlobalAvgPool
 
 ALIAS_MODULES = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Identity, nn.Dropout)
@@ -28,19 +29,6 @@ LEAVES = (ChannelShuffle, GlobalAvgPool)
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, name: str) -> bool:
         return isinstance(m, LEAVES) or super().is_leaf_module(m, name)
-
-
-@dataclass(frozen=True)
-class Conv:
-    """A convolution's geometry, for the runtimes whose kernels allocate temporaries by it
-    (:func:`hwnas.cost.memplan.planned_peak`)."""
-
-    cin: int
-    cout: int
-    groups: int
-    kernel_area: int  # k x k
-    stride: int
-    out_pixels: int  # output height x width (of one image)
 
 
 @dataclass(frozen=True)
@@ -112,8 +100,6 @@ def graph_cost(module: nn.Module, input_shape: tuple[int, ...], bytes_per_elem: 
                kernels: str = "default") -> GraphCost:
     """Liveness peaks (with the temporaries of the runtime's ``kernels``), MACs and parameters."""
     g = dataflow_graph(module, input_shape, bytes_per_elem)
-    from hwnas.cost.memplan import planned_peak
-
     return GraphCost(peak_activation_bytes=planned_peak(g, kernels=kernels),
                      peak_without_input_bytes=planned_peak(g, count_input=False, kernels=kernels),
                      macs=sum(d["macs"] for _, d in g.nodes(data=True)),

@@ -102,8 +102,11 @@ def predict_model(table: Table, model: Path | str | onnx.ModelProto) -> ModelPre
         elif entry.latency is not None:
             latency += entry.latency.median - overhead
     latency -= cancelled_reorders_ms(table, m.blocks)
-    planner, holds_io, _ = runtime_layout(table.fingerprint.get("backend", ""))  # ops as in the file: no kernels
-    activations = planned_peak(m.tensor_graph(), planner, count_input=False)
+    planner, holds_io, kernels = runtime_layout(table.fingerprint.get("backend", ""),
+                                                table.fingerprint.get("precision", "fp32"))
+    if kernels == "ort-qlinear":
+        kernels = "ort-qlinear-file"  # the file's graph has the quantization nodes the emulation otherwise adds
+    activations = planned_peak(m.tensor_graph(), planner, count_input=False, kernels=kernels)
     if holds_io:
         activations += sum(m.info[t].nbytes for t in (*m.graph_inputs, *m.graph_outputs))
     weight_bytes, params = m.weights()

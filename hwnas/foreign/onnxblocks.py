@@ -35,6 +35,8 @@ import networkx as nx
 if TYPE_CHECKING:
     import onnx
 
+    from hwnas.cost.memplan import Conv
+
 # Ops a runtime fuses into the op that produced their input (or runs in place): they join that op's block.
 # In a QDQ model (static INT8), ONNX Runtime fuses DequantizeLinear -> op -> QuantizeLinear into one integer
 # kernel (QLinearConv, QLinearAdd, ...): a QuantizeLinear joins its producer's block, and a DequantizeLinear
@@ -47,6 +49,11 @@ LEADERS = frozenset({"DequantizeLinear"})  # ops that join the block of the op a
 # the same set :mod:`hwnas.cost.netgraph` aliases for torch modules.
 ALIAS_OPS = frozenset({"BatchNormalization", "Relu", "Clip", "Identity", "Dropout", "Flatten", "Reshape",
                        "Squeeze", "Unsqueeze"})
+# Ops ONNX Runtime runs as integer kernels between a DequantizeLinear and a QuantizeLinear (its QDQ selectors); any
+# other op reading a DequantizeLinear (ReduceMean, say) runs on the float tensor, which is then a buffer of its own.
+QDQ_FUSED_OPS = frozenset({"Conv", "MatMul", "Gemm", "Add", "Mul", "AveragePool", "GlobalAveragePool", "MaxPool",
+                           "LeakyRelu", "Sigmoid", "Softmax", "Concat", "Resize", "Transpose", "Reshape", "Squeeze",
+                           "Unsqueeze", "Flatten", "Gather", "Split"})
 _STRUCTURAL_INTS = 64  # integer constants up to this many elements are kept by value (shapes, axes, pads)
 _MAX_OPS_IN_KEY = 8
 
@@ -308,7 +315,8 @@ class OnnxModel:
     def tensor_graph(self) -> nx.DiGraph:
         """The activation tensors as the DiGraph :func:`hwnas.cost.memplan.planned_peak` walks (see
         :mod:`hwnas.cost.netgraph`): ``order``, ``bytes`` allocated, ``buffer`` written, ``input``, ``output``,
-        ``elementwise_add``, ``shape``; an edge from each tensor an op reads to each tensor it writes."""
+        ``elementwise_add``, ``shape``, ``conv`` (a Conv's geometry); an edge from each tensor an op reads to
+        each tensor it writes."""
         g = nx.DiGraph()
         for t in self.graph_inputs:
             g.add_node(t, order=0, bytes=self.info[t].nbytes, buffer=t, input=True, output=False,
@@ -326,13 +334,31 @@ class OnnxModel:
                 g.add_node(o, order=step, bytes=0 if alias or info is None else info.nbytes,
                            buffer=g.nodes[reads[0]]["buffer"] if alias else o, input=False,
                            output=o in self.graph_outputs, elementwise_add=add,
-                           shape=None if info is None else info.shape)
+                           shape=None if info is None else info.shape, conv=self._conv(node))
                 g.add_edges_from((x, o) for x in reads)
         return g
 
+    def _conv(self, node: onnx.NodeProto) -> Conv | None:
+        """A 2-D Conv's geometry, for the kernels whose temporaries depend on it (:mod:`hwnas.cost.memplan`)."""
+        from onnx import helper
+
+        from hwnas.cost.memplan import Conv
+
+        reads = self.activations(node.input[:1])
+        if node.op_type != "Conv" or not reads or node.output[0] not in self.info:
+            return None
+        x, y = self.info.get(reads[0]), self.info[node.output[0]]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        kernel = attrs.get("kernel_shape")
+        if x is None or len(y.shape) != 4 or not kernel or min(y.shape) < 1:
+            return None
+        return Conv(x.shape[1], y.shape[1], int(attrs.get("group", 1)), int(math.prod(kernel)),
+                    int((attrs.get("strides") or [1])[0]), y.shape[2] * y.shape[3])
+
     def _fused_quantization(self) -> dict:
         """How ONNX Runtime's integer kernels replace a QDQ graph's float tensors: a DequantizeLinear read by an
-        op is no buffer of its own (the kernel reads the quantized tensor), and an op whose only reader is a
+        op with an integer kernel (:data:`QDQ_FUSED_OPS`) is no buffer of its own (the kernel reads the quantized
+        tensor), and an op whose only reader is a
         QuantizeLinear writes the quantized tensor itself (``written_as``; that QuantizeLinear is then no
         buffer either). ``aliases`` are the node indices that allocate nothing."""
         readers: dict[str, list[int]] = {}
@@ -345,7 +371,8 @@ class OnnxModel:
             node = self.graph.node[i]
             out = node.output[0] if node.output else ""
             if node.op_type == "DequantizeLinear" and out in readers and out not in self.graph_outputs:
-                aliases.add(i)
+                if all(self.graph.node[r].op_type in QDQ_FUSED_OPS for r in readers[out]):
+                    aliases.add(i)
             elif node.op_type not in ("QuantizeLinear", "DequantizeLinear") and out in readers \
                     and out not in self.graph_outputs:
                 (q, *more) = readers[out]

@@ -201,7 +201,11 @@ def test_a_qdq_model_profiles_on_cpu_int8_and_is_priced_in_its_element_size(mnv2
     edges = res.table.extra["blocks"]
     assert any(e["edge_reorder_in_ms"] > 0 and e["edge_reorder_out_ms"] > 0 for e in edges.values())  # NHWC
     assert p.latency_ms < sum(res.table.entries[b.key].latency.median for b in read_model(qdq).blocks)
-    # the integer kernels read and write uint8: a quarter of the float model's activation bytes, give or take
-    # the float input and output
-    fp32 = predict_model(model_table(read_model(mnv2).blocks), mnv2)
-    assert p.planned_activation_bytes < 0.4 * fp32.planned_activation_bytes
+    # uint8 tensors, and beside them the integer kernels' temporaries (depthwise pointer buffers, int32
+    # accumulators) and the float head: what ORT allocates, within 10%; the tensors alone fall far short
+    from hwnas.cost.memplan import planned_peak
+    from hwnas.measure.memprobe import measure_activation_memory
+
+    measured = measure_activation_memory("onnxruntime", qdq, (1, 3, 64, 64))["activation_bytes"]
+    assert p.planned_activation_bytes == pytest.approx(measured, rel=0.10)
+    assert planned_peak(read_model(qdq).tensor_graph(), "onnxruntime", count_input=False) < 0.7 * measured
