@@ -40,9 +40,8 @@ class GraphCost:
 
 
 def dataflow_graph(module: nn.Module, input_shape: tuple[int, ...], bytes_per_elem: int = 4) -> nx.DiGraph:
-    """Ops as nodes (``order``, ``bytes`` allocated, ``buffer`` written, ``macs``; ``conv`` geometry,
-    ``tensor_bytes`` of the tensor it writes or aliases, ``pool_input_bytes`` of a global pooling), data edges
-    between them."""
+    """Ops as nodes (``order``, ``bytes`` allocated, ``buffer`` written, ``macs``, ``shape``; ``conv`` geometry,
+    ``pool_input_bytes`` of a global pooling), data edges between them."""
     module = nn.Sequential(module).eval()  # a bare nn.Linear/Conv2d root is then seen as the module it is
     graph = _Tracer().trace(module)
     gm = fx.GraphModule(module, graph)
@@ -63,8 +62,8 @@ def dataflow_graph(module: nn.Module, input_shape: tuple[int, ...], bytes_per_el
                    macs=_macs(node, modules), output=node.op == "output", input=node.op == "placeholder",
                    elementwise_add=node.op == "call_function" and node.target in (operator.add, torch.add),
                    conv=_conv_geometry(node, modules),
-                   pool_input_bytes=g.nodes[sources[0].name]["tensor_bytes"] if _is_pool(node, modules) else 0,
-                   tensor_bytes=size, shape=tuple(shape) if shape is not None else None)
+                   pool_input_bytes=_numel(sources[0]) * bytes_per_elem if _is_pool(node, modules) else 0,
+                   shape=tuple(shape) if shape is not None else None)
         for src in sources:
             g.add_edge(src.name, node.name)
     return g
@@ -77,6 +76,10 @@ def _conv_geometry(node: fx.Node, modules: dict[str, nn.Module]) -> Conv | None:
     shape = node.meta["tensor_meta"].shape
     return Conv(m.in_channels, m.out_channels, m.groups, m.kernel_size[0] * m.kernel_size[1], m.stride[0],
                 int(shape[2]) * int(shape[3]))
+
+
+def _numel(node: fx.Node) -> int:
+    return int(torch.Size(node.meta["tensor_meta"].shape).numel())
 
 
 def _is_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:

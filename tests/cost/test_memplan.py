@@ -12,6 +12,15 @@ from hwnas.spaces.arch import Arch, sample_choices
 UNIT = 8 * 8 * 4  # bytes per channel of an 8x8 fp32 map
 
 
+class _Residual(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.a = nn.Conv2d(channels, channels, 1, bias=False)
+
+    def forward(self, x):
+        return x + self.a(x)
+
+
 def _chain(*channels):
     layers = [nn.Conv2d(a, b, 1, bias=False) for a, b in zip(channels, channels[1:])]
     return dataflow_graph(nn.Sequential(*layers), (1, channels[0], 8, 8))
@@ -25,15 +34,7 @@ def test_onnxruntime_reuse_holds_a_same_size_buffer_across_the_gap():
 
 
 def test_onnxruntime_residual_add_writes_in_place():
-    class Res(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Conv2d(8, 8, 1, bias=False)
-
-        def forward(self, x):
-            return x + self.a(x)
-
-    g = dataflow_graph(nn.Sequential(nn.Conv2d(3, 8, 1, bias=False), Res()), (1, 3, 8, 8))
+    g = dataflow_graph(nn.Sequential(nn.Conv2d(3, 8, 1, bias=False), _Residual(8)), (1, 3, 8, 8))
     assert planned_peak(g, "liveness", count_input=False) == 24 * UNIT  # x, a(x) and the sum
     assert planned_peak(g, "onnxruntime", count_input=False) == 16 * UNIT  # the sum reuses a(x)'s buffer
 
@@ -95,15 +96,7 @@ def test_ort_integer_head_dequantizes_the_last_map_and_adds_write_a_fresh_buffer
     # copy gone; the output is 32 bytes
     assert planned_peak(head, "liveness", kernels="ort-qlinear") == 5 * 32 * px + 32
 
-    class Res(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Conv2d(16, 16, 1, bias=False)
-
-        def forward(self, x):
-            return x + self.a(x)
-
-    res = _one(nn.Sequential(nn.Conv2d(16, 16, 1, bias=False), Res()))
+    res = _one(nn.Sequential(nn.Conv2d(16, 16, 1, bias=False), _Residual(16)))
     assert planned_peak(res, "onnxruntime", count_input=False) == 2 * 16 * px  # fp32 kernels: in place
     # the integer add writes a fresh buffer: the conv's output, a(x) and the sum at once (the input copy gone)
     assert planned_peak(res, "onnxruntime", count_input=False, kernels="ort-qlinear") == 3 * 16 * px
