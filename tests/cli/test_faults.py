@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,8 +37,11 @@ def _env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
 
 
-def interrupt(args: list[str], ready, sig: int, tmp_path: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run ``hwnas args`` until ``ready()`` is true, then send ``sig``; the finished process."""
+def interrupt(args: list[str], ready, sig: int, tmp_path: Path, timeout: float = 240,
+              finished=lambda: False) -> subprocess.CompletedProcess | None:
+    """Run ``hwnas args`` until ``ready()`` is true, then send ``sig``; the finished process. None when
+    ``finished()`` was already true as the signal went out: the command had done all its work (a test
+    process starved on a loaded host saw ``ready`` too late), so the signal interrupted nothing."""
     env = dict(os.environ)
     proc = subprocess.Popen([sys.executable, "-m", "hwnas", *args], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -46,7 +50,10 @@ def interrupt(args: list[str], ready, sig: int, tmp_path: Path, timeout: float =
         time.sleep(0.05)
     assert proc.poll() is None, f"the command ended before it could be interrupted: {proc.communicate()}"
     proc.send_signal(sig)
+    too_late = finished()
     out, err = proc.communicate(timeout=120)
+    if too_late and proc.returncode == 0:
+        return None
     if sig == signal.SIGINT:
         assert proc.returncode == 130, err
         assert "--resume" in err and "Traceback" not in err, err
@@ -135,7 +142,13 @@ def test_pipeline(sig, tmp_path, host_tables):
             return []
 
     # no calibration (what is tested is the resume, not the fit): the table and that step finish at once
-    interrupt(args, lambda: len(done()) >= 2, sig, tmp_path, timeout=400)
+    for _ in range(3):
+        shutil.rmtree(out, ignore_errors=True)
+        if interrupt(args, lambda: len(done()) >= 2, sig, tmp_path, timeout=400,
+                     finished=lambda: "report" in done()):
+            break
+    else:
+        pytest.fail("the signal came after the pipeline had finished, three times: the host is too loaded")
     before = done()
     assert before[:2] == ["table", "calibrate"]
     again = resume(args, tmp_path, codes=(0, 1))  # 1: finished, the answer judged (not what is tested here)
