@@ -23,6 +23,6 @@ Amp = Annotated[str, typer.Option("--amp", help="Mixed-precision training: auto 
 Augment = Annotated[str, typer.Option(
     "--augment", help="Training augmentation: auto (flip-crop; crop for digits), flip-crop (pad-and-crop or "
                       "random-resized-crop, plus flip), crop, none.")]
-Workers = Annotated[int, typer.Option("--workers", help="Data-loading processes [default: 0 on the CPU, a few "
-                                                        "beside a GPU].", min=0)]
+Workers = Annotated[int, typer.Option("--workers", help="Data-loading processes (default: 0 on the CPU, a few "
+                                                        "beside a GPU).", min=0)]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the networks that train.")]

@@ -24,7 +24,7 @@ def check(
                                      help="Parameter-count limit, over the file's."),
     predict: bool = typer.Option(False, "--predict/--measure",
                                  help="Price from the table (no device needed) instead of measuring on the device."),
-    table: Path = typer.Option(None, "--table", "-t", help="Table for --predict [default: the device's]."),
+    table: Path = typer.Option(None, "--table", "-t", help="Table for --predict (default: the device's)."),
     tables: TablesDir = Path("latency_tables"),
     baseline: Path = typer.Option(None, "--baseline", help="An earlier report (--out) to compare with."),
     max_regression: float = typer.Option(None, "--max-regression", parser=non_negative,

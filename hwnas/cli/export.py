@@ -14,19 +14,19 @@ def export(
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, tflite or tensorrt."),
     out: Path = typer.Option(..., "--out", "-o", help="Output file, or a folder (no suffix): <arch id>.<ext> in it."),
     weights: Path = typer.Option(None, "--weights", "-w",
-                                 help="State_dict (.pt read with weights_only, or .safetensors) [default: the run's]."),
+                                 help="State_dict (.pt read with weights_only, or .safetensors) (default: the run's)."),
     classes: int = typer.Option(None, "--classes", parser=positive_int,
-                                help="Classifier size for an ARCH exported without weights [default: the space's]."),
+                                help="Classifier size for an ARCH exported without weights (default: the space's)."),
     precision: str = typer.Option("fp32", "--precision",
                                   help="fp32; int8 (ONNX QDQ or full-integer TFLite, quantized from calibration "
                                        "images; or a TensorRT engine); fp16 (TensorRT)."),
     data: str = typer.Option(None, "--data", help="INT8: the dataset whose training split calibrates "
-                                                  "[default: the run's]."),
+                                                  "(default: the run's)."),
     calibration_images: int = typer.Option(256, "--calibration-images", parser=positive_int,
                                            help="INT8: how many training images calibrate the ranges."),
     device: str = typer.Option(None, "--device", "-d", help="INT8: the device whose quantization scheme the "
-                                                            "model takes [default: cpu-int8 for ONNX, "
-                                                            "cpu-tflite-int8 for TFLite]."),
+                                                            "model takes (default: cpu-int8 for ONNX, "
+                                                            "cpu-tflite-int8 for TFLite)."),
     trtexec: str = typer.Option("trtexec", "--trtexec", help="trtexec executable (TensorRT engines)."),
 ) -> None:
     """Export a searched network as ONNX, TFLite or a TensorRT engine; parity with PyTorch is checked."""

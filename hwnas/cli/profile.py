@@ -11,15 +11,15 @@ from hwnas.core.errors import ConfigError
 
 def profile(
     device: str = typer.Option("cpu", "--device", "-d", help="Device name (hwnas devices) or a .toml descriptor."),
-    space: str = typer.Option(None, "--space", "-s", help="Search space: proxyless or fbnet [default: proxyless]."),
+    space: str = typer.Option(None, "--space", "-s", help="Search space: proxyless or fbnet (default: proxyless)."),
     model: str = typer.Option(None, "--model", "-m",
                               help="An ONNX model to profile block by block instead of a space (onnxruntime devices)."),
     resolution: int = typer.Option(None, "--resolution", "-r", parser=positive_int,
                                    help="Input resolution (224, or 32 for CIFAR)."),
-    width: float = typer.Option(None, "--width", parser=positive, help="Width multiplier (proxyless) [default: 1.0]."),
+    width: float = typer.Option(None, "--width", parser=positive, help="Width multiplier (proxyless) (default: 1.0)."),
     out: str = typer.Option(None, "--out", "-o",
-                            help="Table file, or a folder (ending in /) [default: latency_tables/; for --model "
-                                 "<device>-model-<stem>.json]."),
+                            help="Table file, or a folder (ending in /) (default: latency_tables/; for --model "
+                                 "<device>-model-<stem>.json)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run; nothing done is re-measured."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing table or discard a partial run."),
     rounds: int = typer.Option(3, parser=positive_int, help="Interleaved measurement rounds (each in a new random "

@@ -63,7 +63,7 @@ def search(
     hard: bool = typer.Option(False, "--hard", help="MnasNet: the hard constraint (α = 0, β = −1)."),
     widths: str = typer.Option(None, "--widths", parser=positive_list,
                                help="reference: the width multipliers to scale by, each with its own table in "
-                               "--tables [default: 0.35,0.5,0.75,1.0]."),
+                               "--tables (default: 0.35,0.5,0.75,1.0)."),
     batch_size: int = typer.Option(64, "--batch-size", parser=positive_int, help="Training batch size."),
     lr: float = typer.Option(0.05, "--lr", parser=positive, help="Learning rate (cosine decay)."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9, nesterov) or adam."),
@@ -81,7 +81,7 @@ def search(
     executor: str = typer.Option("local", "--executor", help="local (in this process) or ray."),
     address: str = typer.Option(None, "--address", help="Ray cluster address (with --executor ray): auto, "
                                 "HOST:PORT or ray://HOST:PORT."),
-    out: Path = typer.Option(None, "--out", "-o", help="Run directory [default: runs/<strategy>-<seed>]."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<strategy>-<seed>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing run directory."),
     quiet: Quiet = False,

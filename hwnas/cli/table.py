@@ -112,7 +112,7 @@ def validate(
                                        help="Share of the nets that fit the calibration, strictly between 0 and 1 "
                                             "(the rest are held out)."),
     calibrate: bool = typer.Option(False, "--calibrate", help="Store the fitted calibration in the table."),
-    out: Path = typer.Option(None, "--out", "-o", help="Report JSON [default: beside the table]."),
+    out: Path = typer.Option(None, "--out", "-o", help="Report JSON (default: beside the table)."),
     plot: Path = typer.Option(None, "--plot", help="Predicted-vs-measured PNG."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted validation."),
     force: bool = typer.Option(False, "--force", help="Discard an interrupted validation."),

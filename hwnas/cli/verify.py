@@ -13,7 +13,7 @@ from hwnas.cli._types import non_negative, positive, positive_int
 def verify(
     model: Path = typer.Argument(..., help="The exported model (.onnx, .tflite or .engine)."),
     device: str = typer.Option("cpu", "--device", "-d", help="Device to run it on (hwnas devices)."),
-    table: Path = typer.Option(None, "--table", "-t", help="Table for the prediction [default: the device's]."),
+    table: Path = typer.Option(None, "--table", "-t", help="Table for the prediction (default: the device's)."),
     tables: TablesDir = Path("latency_tables"),
     budget: BudgetFile = None,
     latency_ms: float = typer.Option(None, "--latency-ms", parser=positive,
@@ -21,12 +21,12 @@ def verify(
     memory_mb: float = typer.Option(None, "--memory-mb", parser=positive,
                                     help="Memory budget (MB), over the budgets file."),
     reference: str = typer.Option(None, "--reference", help="Run directory or ARCH to compare with "
-                                                            "[default: the model's hwnas metadata]."),
+                                                            "(default: the model's hwnas metadata)."),
     weights: Path = typer.Option(None, "--weights", "-w", help="The reference's weights."),
     data: str = typer.Option("digits", "--data", help="Real inputs for parity: digits, cifar10:DIR, imagefolder:DIR."),
     rounds: int = typer.Option(9, "--rounds", parser=positive_int, help="Timing rounds (pooled into one median)."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure activation memory."),
-    out: Path = typer.Option(None, "--out", "-o", help="Report folder [default: <model>.verify/]."),
+    out: Path = typer.Option(None, "--out", "-o", help="Report folder (default: <model>.verify/)."),
     calibrate: bool = typer.Option(False, "--calibrate", help="Feed the measurement into the table's calibration."),
     max_accuracy_drop: float = typer.Option(0.01, "--max-accuracy-drop", parser=non_negative,
                                             help="INT8: test accuracy the model may lose against fp32 (0.01 = 1 "

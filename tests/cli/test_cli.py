@@ -146,3 +146,24 @@ def test_profile_then_show_with_heatmap(tmp_path):
     again = run_cli("profile", "--device", "cpu", "--space", "proxyless", "--resolution", "32", "--out",
                     f"{tmp_path}/", "-q")
     assert_clean_exit_2(again, "exists", "--force")
+
+
+def test_no_help_text_is_eaten_as_rich_markup():
+    """``--help`` renders help through rich, which takes ``[word]`` for a style tag and drops it: a default
+    written as ``[default: cpu]`` would print as nothing. Every command's and option's help survives whole."""
+    import typer.main
+    from rich.text import Text
+
+    from hwnas.cli import app
+
+    def walk(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, f"{path} {name}")
+
+    eaten = [(path, getattr(p, "name", "doc"), text)
+             for path, cmd in walk(typer.main.get_command(app), "hwnas")
+             for p in [cmd, *cmd.params] for text in [getattr(p, "help", None)]
+             if text and Text.from_markup(text).plain != text]
+    assert not eaten
+    assert "(default: cpu)" in " ".join(run_cli("pipeline", "--help").stdout.split())
