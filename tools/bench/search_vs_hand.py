@@ -25,7 +25,9 @@ The record, ``--results`` (``tools/bench/results/search_vs_hand.json``, kept in 
 each net finishes, so a rerun picks up where a killed one stopped, in a later session too: a budget is searched
 on the tables of the host it started on (the row says which), and timed side by side on the host that finishes
 it. A net retrained in an earlier session is timed from its architecture's export with initial weights, since
-fp32 latency does not depend on the weights' values. A Markdown table is printed.
+fp32 latency does not depend on the weights' values. ``--retime --reprice`` on a later host also prices every
+net on that host's own calibrated tables, so that prediction and measurement meet on one host. A Markdown table is
+printed.
 
     python tools/bench/search_vs_hand.py --table runs/bench/tables/cpu-proxyless-32.json --fractions 0.6
 """
@@ -87,6 +89,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--retime", action="store_true", help="time the budgets' nets again, side by side on this host "
                                                            "(all budgets of a table should be timed on one host)")
+    ap.add_argument("--reprice", action="store_true",
+                    help="with --retime on another host than the searches': calibrate this host's tables (profiled "
+                         "beside --table) on nets near each budget and price every net on them, so that predicted "
+                         "and measured latency meet on one host")
     ap.add_argument("--results", default=str(ROOT / "tools" / "bench" / "results" / "search_vs_hand.json"),
                     help="the record, kept in the repository: a rerun resumes it, across sessions and hosts")
     ap.add_argument("--out", default="runs/bench/search_vs_hand", help="searches and exported models")
@@ -161,6 +167,9 @@ def main() -> None:
             for name, values in medians.items():
                 nets[name]["measured_ms"] = statistics.median(values)
             row["timed"] = {"host_cpu": cpu_model(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            save()
+        if args.reprice and row.get("repriced", {}).get("host_cpu") != cpu_model():
+            reprice(row, device, folder, args)
             save()
     ray.shutdown()
     print(table(results, args.fractions))
@@ -241,6 +250,25 @@ def calibrated_tables(device, table: Path, folder: Path, row: dict, args) -> Pat
     return folder / f"{table_stem(args.device, main_space.id, main_space.resolution)}.json"
 
 
+def reprice(row: dict, device, folder: Path, args) -> None:
+    """Every net of the budget priced on this host's tables, calibrated here as :func:`calibrated_tables` does
+    (``repriced_ms``), beside the measurement of this host: the cost model's error with both sides on one host."""
+    from hwnas.tables.table import table_stem
+
+    here = {"host_cpu": cpu_model(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    tables = folder / "tables-repriced"
+    shutil.rmtree(tables, ignore_errors=True)
+    fits: dict = {}
+    calibrated_tables(device, Path(args.table), tables, {"budget_ms": row["budget_ms"], "calibration": fits}, args)
+    models: dict[str, CostModel] = {}
+    for net in row["nets"].values():
+        arch = Arch.parse(net["arch"])
+        stem = table_stem(args.device, arch.space_id, arch.resolution)
+        model = models.setdefault(stem, CostModel(Table.load(tables / f"{stem}.json")))
+        net["repriced_ms"] = float(model.predict(arch, planned=False).latency_ms)
+    row["repriced"] = {**here, "calibration": fits}
+
+
 def searched(nets: dict, folder: Path, name: str, cfg: SearchConfig) -> None:
     """One search (its answer not retrained: ``final_epochs`` 0), timed, into ``nets[name]``."""
     if name in nets:
@@ -254,8 +282,13 @@ def searched(nets: dict, folder: Path, name: str, cfg: SearchConfig) -> None:
 
 
 def table(results: dict, fractions: list[float]) -> str:
-    lines = ["| budget | net | arch | predicted ms | measured ms | test acc | valid acc | search s | retrain s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| budget | net | arch | predicted ms | repriced ms | measured ms | test acc | valid acc | search s | "
+             "retrain s |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def repriced(nets: list[dict]) -> str:
+        values = [n["repriced_ms"] for n in nets if "repriced_ms" in n]
+        return f"{statistics.median(values):.3f}" if len(values) == len(nets) else "–"
+
     for fraction in fractions:
         row = results[f"{fraction:g}"]
         nets = row["nets"]
@@ -263,11 +296,12 @@ def table(results: dict, fractions: list[float]) -> str:
         for name in ("reference", "proxyless", "evolution"):
             n = nets[name]
             lines.append(f"| {fraction:.0%} ({row['budget_ms']:.3f} ms) | {name} | `{n['arch']}` | "
-                         f"{n['predicted_ms']:.3f} | {n['measured_ms']:.3f} | {n['test_accuracy']:.4f} | "
-                         f"{n['valid_accuracy']:.4f} | {n['search_s']:.0f} | {n['retrain_s']:.0f} |")
+                         f"{n['predicted_ms']:.3f} | {repriced([n])} | {n['measured_ms']:.3f} | "
+                         f"{n['test_accuracy']:.4f} | {n['valid_accuracy']:.4f} | {n['search_s']:.0f} | "
+                         f"{n['retrain_s']:.0f} |")
         accs = sorted(n["test_accuracy"] for n in randoms)
         lines.append(f"| {fraction:.0%} | random ×{len(randoms)} | median (min–max) | "
-                     f"{statistics.median(n['predicted_ms'] for n in randoms):.3f} | "
+                     f"{statistics.median(n['predicted_ms'] for n in randoms):.3f} | {repriced(randoms)} | "
                      f"{statistics.median(n['measured_ms'] for n in randoms):.3f} | "
                      f"{statistics.median(accs):.4f} ({accs[0]:.4f}–{accs[-1]:.4f}) | "
                      f"{statistics.median(n['valid_accuracy'] for n in randoms):.4f} | 0 | "
