@@ -43,8 +43,11 @@ def interrupt(args: list[str], ready, sig: int, tmp_path: Path, timeout: float =
     ``finished()`` was already true as the signal went out: the command had done all its work (a test
     process starved on a loaded host saw ``ready`` too late), so the signal interrupted nothing."""
     env = dict(os.environ)
+    # as a command typed at a terminal gets it: a test run started in the background of a non-interactive shell
+    # inherits SIGINT ignored, and Python keeps an inherited SIG_IGN (so Ctrl-C would do nothing)
     proc = subprocess.Popen([sys.executable, "-m", "hwnas", *args], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None and not ready():
         time.sleep(0.05)
