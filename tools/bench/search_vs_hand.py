@@ -166,7 +166,7 @@ def main() -> None:
                     medians[name].append(stats["median"])
             for name, values in medians.items():
                 nets[name]["measured_ms"] = statistics.median(values)
-            row["timed"] = {"host_cpu": cpu_model(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            row["timed"] = host_stamp()
             save()
         if args.reprice and row.get("repriced", {}).get("host_cpu") != cpu_model():
             reprice(row, device, folder, args)
@@ -250,12 +250,17 @@ def calibrated_tables(device, table: Path, folder: Path, row: dict, args) -> Pat
     return folder / f"{table_stem(args.device, main_space.id, main_space.resolution)}.json"
 
 
+def host_stamp() -> dict:
+    """This host and the time now: which machine a timing or a repricing was made on, and when."""
+    return {"host_cpu": cpu_model(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def reprice(row: dict, device, folder: Path, args) -> None:
     """Every net of the budget priced on this host's tables, calibrated here as :func:`calibrated_tables` does
     (``repriced_ms``), beside the measurement of this host: the cost model's error with both sides on one host."""
     from hwnas.tables.table import table_stem
 
-    here = {"host_cpu": cpu_model(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    here = host_stamp()
     tables = folder / "tables-repriced"
     shutil.rmtree(tables, ignore_errors=True)
     fits: dict = {}
