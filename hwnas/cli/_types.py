@@ -47,3 +47,12 @@ def positive_list(text: str) -> list[float]:
     except typer.BadParameter:
         raise typer.BadParameter(f"must be a comma-separated list of numbers > 0, e.g. 0.5,0.75,1.0; got {text!r}") \
             from None
+
+
+def statistic_name(text: str) -> str:
+    """What a table's latencies are read as (:data:`hwnas.core.stats.STATISTICS`)."""
+    from hwnas.core.stats import STATISTICS
+
+    if text not in STATISTICS:
+        raise typer.BadParameter(f"must be one of {', '.join(STATISTICS)}, got {text!r}")
+    return text

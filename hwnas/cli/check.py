@@ -9,7 +9,7 @@ from rich.table import Table
 
 from hwnas.cli._console import console, err_console
 from hwnas.cli._options import AllowForeignTable, BudgetFile, TablesDir
-from hwnas.cli._types import non_negative, positive, positive_int
+from hwnas.cli._types import non_negative, positive, positive_int, statistic_name
 
 
 def check(
@@ -33,6 +33,9 @@ def check(
     junit: Path = typer.Option(None, "--junit", help="Write JUnit XML here."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     rounds: int = typer.Option(9, "--rounds", parser=positive_int, help="Timing rounds (--measure)."),
+    statistic: str = typer.Option("median", "--statistic", parser=statistic_name,
+                                  help="--measure: the latency read as median, or min on a shared host whose load "
+                                       "only adds time (--predict reads the table's own) (default: median)."),
     allow_foreign_table: AllowForeignTable = False,
 ) -> None:
     """Gate CI on latency, memory and size: exit 0 within budget, 1 over budget or regressed, 2 bad input."""
@@ -48,7 +51,7 @@ def check(
                         budgets=load_budgets(budget) if budget else None,
                         flags=Limits.from_flags(max_latency_ms, max_memory_mb, max_params, max_regression),
                         table=table, tables=tables, baseline=baseline, rounds=rounds,
-                        allow_foreign=allow_foreign_table)
+                        allow_foreign=allow_foreign_table, statistic=statistic)
     for r in report.results:
         for w in r.warnings:
             err_console.print(f"[bold red]warning:[/] {escape(r.model)}: {escape(w)}")

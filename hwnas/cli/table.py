@@ -104,10 +104,12 @@ def validate(
     samples: int = typer.Option(100, parser=positive_int,
                                 help="Random architectures to measure (plus the reference net)."),
     seed: int = typer.Option(0, parser=non_negative_int, help="Seed of the sample and the measurement order."),
-    rounds: int = typer.Option(9, parser=positive_int,
-                               help="Interleaved measurement rounds (many short ones average out drift)."),
-    min_seconds: float = typer.Option(1.8, parser=non_negative,
-                                      help="Timed seconds per net, at least (over all rounds)."),
+    rounds: int = typer.Option(None, parser=positive_int,
+                               help="Interleaved measurement rounds (many short ones average out drift) (default: 9; "
+                                    "18 for a table profiled --statistic min)."),
+    min_seconds: float = typer.Option(None, parser=non_negative,
+                                      help="Timed seconds per net, at least (over all rounds) (default: 1.8; 3.6 for a "
+                                           "table profiled --statistic min)."),
     fit_fraction: float = typer.Option(0.3, parser=fraction,
                                        help="Share of the nets that fit the calibration, strictly between 0 and 1 "
                                             "(the rest are held out)."),
@@ -125,10 +127,10 @@ def validate(
 ) -> None:
     """Measure random networks end to end and report how well the table predicts them."""
     from hwnas.cost import validate as v
-    from hwnas.devices.backends.base import MeasureSettings
     from hwnas.devices.registry import get_device
+    from hwnas.tables.table import Table
 
-    settings = MeasureSettings.at_least(5, 30, min_seconds)
+    rounds, settings = v.timing(Table.load(table).statistic, rounds, min_seconds)
     report = v.validate(get_device(device), table, samples, seed=seed, rounds=rounds, settings=settings,
                         fit_fraction=fit_fraction, out=out, resume=resume, force=force, progress=not quiet,
                         jobs=jobs, memory=memory, allow_foreign=allow_foreign_table,

@@ -1,5 +1,11 @@
 """Robust latency statistics: medians and percentiles, outliers counted rather than averaged in.
 
+Which figure stands for a latency is the table's *statistic* (:data:`STATISTICS`): the ``median``, the
+typical run of a quiet, dedicated device; or the ``min``, for a shared host whose load only ever adds time
+(a virtual machine whose neighbours slow it by half for seconds at a time): the fastest run is then the one
+figure that repeats, as Python's ``timeit`` and Julia's BenchmarkTools advise for noisy machines. A table
+is profiled, priced, validated and verified by one statistic, never one against another.
+
 Host runtimes give raw per-run samples (:func:`summarize`). Remote tools (``benchmark_model``,
 ``trtexec``) print only their own summary; :func:`pool_summaries` combines such per-round summaries
 and leaves the percentiles it cannot know as ``None`` rather than invent them.
@@ -8,7 +14,7 @@ and leaves the percentiles it cannot know as ``None`` rather than invent them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -18,6 +24,8 @@ from hwnas.core.schema import STRICT, NonNegativeInt
 # A sample above median + OUTLIER_MADS * (scaled MAD) is an outlier: counted, kept out of the mean.
 OUTLIER_MADS = 5.0
 Z90 = 1.2816  # standard normal quantile at 0.9
+STATISTICS = ("median", "min")  # what a table's latencies are read as (see the module doc)
+Statistic = Literal["median", "min"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,12 @@ class LatencyStats:
         if self.p95 is not None:
             return self.p95 / self.median
         return (self.mean + Z90 * self.std) / self.median
+
+    def value(self, statistic: str) -> float:
+        """The figure that stands for this latency under ``statistic`` (one of :data:`STATISTICS`)."""
+        if statistic not in STATISTICS:
+            raise ValueError(f"unknown latency statistic {statistic!r}; one of {', '.join(STATISTICS)}")
+        return getattr(self, statistic)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -79,7 +79,7 @@ class CostModel:
         entry = self.table.entries.get(key)
         if entry is None:
             self.table.latency_ms(key)  # raises the table's "no entry" error
-        return 0.0 if entry.latency is None else entry.latency.median - self.table.overhead.median
+        return 0.0 if entry.latency is None else entry.latency_value(self.table.statistic) - self.table.overhead_ms
 
     @cached_property
     def _graph(self) -> dict[str, tuple[int, int, int, int]]:
@@ -157,7 +157,7 @@ class CostModel:
         fixed_peak = max((self._peak(str(layer.candidates[0]), p) for p, layer in enumerate(self.space.layers)
                           if not layer.searchable), default=0)
         return {"latency": lat, "weights": weights, "peak": peak,
-                "fixed_latency": np.array(self.table.overhead.median + sum(self._latency(k) for k in fixed)),
+                "fixed_latency": np.array(self.table.overhead_ms + sum(self._latency(k) for k in fixed)),
                 "fixed_weights": np.array(sum(self.table.entries[k].memory.get("weight_bytes", 0) for k in fixed)),
                 "fixed_peak": np.array(fixed_peak)}
 
@@ -299,7 +299,7 @@ class CostModel:
             raise ConfigError(f"architecture {arch} is not of {self.space.id}@{self.space.resolution}.",
                               "use the table of the architecture's space setting")
         keys = [str(k) for k in self.space.keys_for(arch.choices)]
-        latency = self.table.overhead.median + sum(self._latency(k) for k in keys)
+        latency = self.table.overhead_ms + sum(self._latency(k) for k in keys)
         if calibrated and self.calibration:
             latency = self.predict_many(np.array([arch.choices]))["latency_ms"][0]
         weights = sum(self.table.entries[k].memory.get("weight_bytes", 0) for k in keys)

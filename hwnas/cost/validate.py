@@ -10,7 +10,9 @@ before and after it (never on the nets it was fitted on).
 Rounds: a shared host's speed drifts by several percent over minutes. Within one round a net's median is
 tight, but two runs of the same nets differ per net by more than the table's error (BENCHMARKS.md), which
 alone caps the rank correlation. Many short rounds (9 by default) sample every net at many moments, so the
-drift averages out instead of landing on whichever nets ran during it.
+drift averages out instead of landing on whichever nets ran during it. Where the host's load moves faster
+than that (a shared virtual machine slowed by half for seconds at a time), a table profiled with
+``--statistic min`` is validated by each net's fastest run, the one figure such load leaves alone.
 
 Memory: each net's peak activation memory is also measured as the runtime allocates it
 (:mod:`hwnas.measure.memprobe`, one fresh process per net) and compared with the prediction: the whole graph under
@@ -128,6 +130,7 @@ class ValidationReport:
     calibrated_heldout: dict | None = None
     memory: dict | None = None  # method, and metrics of predicted vs measured peak activation bytes (all nets)
     warnings: list[str] = field(default_factory=list)  # e.g. the table is foreign (--allow-foreign-table)
+    statistic: str = "median"  # what the nets' measured latency is read as: the table's (hwnas.core.stats)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -161,7 +164,17 @@ class ValidateOptions:
     jobs: PositiveInt = 1
 
 
-def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int = 0, rounds: int = 9,
+def timing(statistic: str, rounds: int | None = None, min_seconds: float | None = None) -> tuple[int, MeasureSettings]:
+    """(rounds, settings) a validation of a table read as ``statistic`` times its nets with: the median 9 rounds
+    over 1.8 s per net; the min twice that, for the same reason its table was profiled longer (a net's fastest run
+    must fall in one of the host's quiet moments)."""
+    quick = statistic != "min"
+    rounds = rounds if rounds is not None else (9 if quick else 18)
+    min_seconds = min_seconds if min_seconds is not None else (1.8 if quick else 3.6)
+    return rounds, MeasureSettings.at_least(5, 30, min_seconds)
+
+
+def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int = 0, rounds: int | None = None,
              settings: MeasureSettings | None = None, fit_fraction: float = 0.3, out: Path | None = None,
              resume: bool = False, force: bool = False, progress: bool = True, jobs: int = 1,
              memory: bool = True, archs: list[Arch] | None = None, allow_foreign: bool = False,
@@ -171,8 +184,11 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
     A table of another device or runtime is refused, or with ``allow_foreign`` used with its warning logged
     and kept in the report.
     """
-    ValidateOptions(samples=samples, seed=seed, rounds=rounds, fit_fraction=fit_fraction, jobs=jobs)
+    ValidateOptions(samples=samples, seed=seed, rounds=9 if rounds is None else rounds, fit_fraction=fit_fraction,
+                    jobs=jobs)
     table = Table.load(table_path)
+    rounds, default_settings = timing(table.statistic, rounds)
+    settings = settings or default_settings
     backend = device.backend_instance()
     backend.check_ready()
     warning = table.check_fingerprint(backend.fingerprint(), allow_foreign=allow_foreign)
@@ -188,7 +204,6 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
         raise ConfigError(f"a calibration is fitted on at least {MIN_FIT} nets besides the reference net; this "
                           f"validation has {len(archs) - 1}.",
                           f"raise --samples to {MIN_FIT} or more (pipeline: calibration_samples)")
-    settings = settings or MeasureSettings(warmup_runs=5, min_runs=30, min_seconds=1.8)
     memory = memory and backend.name in PROBES
     out = Path(out) if out else Path(table_path).with_name(Path(table_path).stem + f".validation-{samples}.json")
     state = {"table": table.to_dict()["device"], "archs": [str(a) for a in archs], "settings": settings.to_dict(),
@@ -225,7 +240,8 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
     raw = {n: model.predict(Arch.parse(n), calibrated=False).latency_ms for n in names}
     n_fit = max(MIN_FIT, int(round(fit_fraction * (len(names) - 1)))) if fit_fraction > 0 else 0
     fit = names[1:1 + n_fit]  # the reference net (first) is always held out
-    report = ValidationReport(device=device.name, table=str(table_path), warnings=[warning] if warning else [])
+    report = ValidationReport(device=device.name, table=str(table_path), warnings=[warning] if warning else [],
+                              statistic=table.statistic)
     for n in names:
         report.nets.append({"arch": n, "predicted_ms": raw[n], "measured": measured[n].to_dict(),
                             "split": "fit" if n in fit else "heldout"})
@@ -248,12 +264,12 @@ def validate(device: Device, table_path: Path, samples: int = 100, *, seed: int 
 
 
 def score(report: ValidationReport, model: CostModel) -> None:
-    """Fill the report's accuracy from its nets (predicted, measured median, split): raw on all and on the
-    held-out nets, and the calibration fitted on the ``fit`` split (bounded by ``model``'s space) scored on
+    """Fill the report's accuracy from its nets (predicted, measured as the report's statistic, split): raw on all
+    and on the held-out nets, and the calibration fitted on the ``fit`` split (bounded by ``model``'s space) scored on
     the held-out ones."""
     names = [n["arch"] for n in report.nets]
     raw = {n["arch"]: n["predicted_ms"] for n in report.nets}
-    measured = {n["arch"]: n["measured"]["median"] for n in report.nets}
+    measured = {n["arch"]: n["measured"][report.statistic] for n in report.nets}
     fit = [n["arch"] for n in report.nets if n["split"] == "fit"]
     held = [n["arch"] for n in report.nets if n["split"] != "fit"]
     feats = model.feature_values(np.array([Arch.parse(n).choices for n in names]))
@@ -274,7 +290,8 @@ def score(report: ValidationReport, model: CostModel) -> None:
 
 def refit(report_path: Path, table_path: Path) -> ValidationReport:
     """Fit a stored validation report's calibration again under the current rules (the same measurements,
-    nothing timed) and store it in the table; the report is rewritten with the new fit."""
+    nothing timed), its nets priced again by the table and read as the table's statistic, and store it in the
+    table; the report is rewritten with the new fit."""
     from hwnas.core.schema import read_json
 
     data = read_json(Path(report_path), "validation report",
@@ -283,7 +300,11 @@ def refit(report_path: Path, table_path: Path) -> ValidationReport:
     report = ValidationReport(**fields)
     table = Table.load(table_path)
     table.extra.pop("calibration", None)  # the old fit is what is replaced; it may not even load
-    score(report, CostModel(table))
+    model = CostModel(table)
+    report.statistic = table.statistic  # the nets priced again: the table may read them otherwise than when measured
+    for net in report.nets:
+        net["predicted_ms"] = model.predict(Arch.parse(net["arch"]), calibrated=False, planned=False).latency_ms
+    score(report, model)
     atomic_write_text(Path(report_path), report.to_json())
     store_calibration(table_path, report)
     return report
@@ -339,12 +360,12 @@ def plot(report: ValidationReport, path: Path) -> Path:
     fig, axes = subplots(1, panels, figsize=(5.5 * panels, 5), squeeze=False)
     ax = axes[0][0]
     for split, color in (("fit", "tab:orange"), ("heldout", "tab:blue")):
-        pts = [(n["predicted_ms"], n["measured"]["median"]) for n in report.nets if n["split"] == split]
+        pts = [(n["predicted_ms"], n["measured"][report.statistic]) for n in report.nets if n["split"] == split]
         if pts:
             ax.scatter(*zip(*pts), s=12, color=color, label=f"{split} ({len(pts)})")
-    _identity_band(ax, [v for n in report.nets for v in (n["predicted_ms"], n["measured"]["median"])])
+    _identity_band(ax, [v for n in report.nets for v in (n["predicted_ms"], n["measured"][report.statistic])])
     ax.set_xlabel("predicted latency (ms, table sum)")
-    ax.set_ylabel("measured latency (ms, median)")
+    ax.set_ylabel(f"measured latency (ms, {report.statistic})")
     u = report.uncalibrated["heldout"]
     title = f"{report.device}, held-out: ±10% {u['within_10pct']:.0%} raw"
     if report.calibrated_heldout:

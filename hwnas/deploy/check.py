@@ -143,15 +143,16 @@ def predict_cost(path: Path, device: Device, table: Path | None, tables: Path, a
             "memory_bytes": pred.memory_bytes, "params": params, "warnings": warnings}
 
 
-def measure_cost(path: Path, device: Device, rounds: int = 9) -> dict:
-    """Cost of one model file measured on the device (the verify measurement, without parity)."""
+def measure_cost(path: Path, device: Device, rounds: int = 9, statistic: str = "median") -> dict:
+    """Cost of one model file measured on the device (the verify measurement, without parity); its latency read as
+    ``statistic`` (:mod:`hwnas.core.stats`)."""
     from hwnas.deploy.modelrun import DeviceRun
 
     run = DeviceRun(path, device).start()
     latency, _ = run.time(rounds)
     params, weights = run.file.weights
     probe = run.activation_memory()
-    return {"source": "measured", "arch": run.file.meta.get("arch"), "latency_ms": latency["median"],
+    return {"source": "measured", "arch": run.file.meta.get("arch"), "latency_ms": latency[statistic],
             "memory_bytes": weights + probe["activation_bytes"] if probe is not None else None, "params": params}
 
 
@@ -197,7 +198,8 @@ def load_baseline(path: Path) -> dict[str, dict]:
 
 def check(models: list[Path], device: Device, *, mode: str = "measure", budgets: Budgets | None = None,
           flags: Limits = Limits(), table: Path | None = None, tables: Path = Path("latency_tables"),
-          baseline: Path | None = None, rounds: int = 9, allow_foreign: bool = False) -> CheckReport:
+          baseline: Path | None = None, rounds: int = 9, allow_foreign: bool = False,
+          statistic: str = "median") -> CheckReport:
     if mode not in MODES:
         raise ConfigError(f"unknown mode '{mode}'.", "use --measure or --predict")
     if not models:
@@ -217,7 +219,7 @@ def check(models: list[Path], device: Device, *, mode: str = "measure", budgets:
     results = []
     for path, limits in plans:
         cost = (predict_cost(path, device, table, tables, allow_foreign) if mode == "predict"
-                else measure_cost(path, device, rounds))
+                else measure_cost(path, device, rounds, statistic))
         res = ModelResult(str(path), device.name, cost["source"], cost["arch"], cost["latency_ms"],
                           cost["memory_bytes"], int(cost["params"]),
                           {k: v for k, v in asdict(limits).items() if v is not None},

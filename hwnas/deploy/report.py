@@ -51,7 +51,7 @@ def _sections(out: Path, done: dict, limits: Limits) -> list[tuple[str, list[str
     sections.append(("Export", [export_line], None))
     v = json.loads((out / "verify" / "verify.json").read_text())
     lines = [f"**{'PASS' if v['passed'] else 'FAIL'}**",
-             f"measured {v['latency']['median']:.4f} ms (median of {v['latency']['n']} runs)"]
+             f"measured {v['measured_ms']:.4f} ms ({v['statistic']} of {v['latency']['n']} runs)"]
     if v.get("predicted"):
         lines.append(f"predicted {v['predicted']['latency_ms']:.4f} ms: measured is "
                      f"{v['predicted']['latency_error']:+.1%}")
@@ -87,12 +87,12 @@ def _beside(s: dict, v: dict, r: dict) -> list[str]:
                 + (f", memory {mem / 1e6:.2f} MB" if mem else ""))
 
     mem = v["memory"].get("measured_total_bytes")
-    lines = [f"searched `{s['arch']}`: " + figures(s["test_accuracy"], v["latency"]["median"], mem),
+    lines = [f"searched `{s['arch']}`: " + figures(s["test_accuracy"], v["measured_ms"], mem),
              f"hand-scaled reference `{r['arch']}`: " + figures(r["test_accuracy"], r["measured_ms"],
                                                                 r.get("memory_bytes")),
              *[note for note in r.get("notes", []) if note.startswith("hand-scaled")],
              f"the search's answer: **{(s['test_accuracy'] - r['test_accuracy']) * 100:+.2f} points** of test "
-             f"accuracy at {v['latency']['median'] / r['measured_ms']:.2f}× the reference's measured latency; both "
+             f"accuracy at {v['measured_ms'] / r['measured_ms']:.2f}× the reference's measured latency; both "
              "trained with the same schedule on the same splits (`reference/` holds its run, model and verification)"]
     return lines
 

@@ -93,14 +93,14 @@ def predict_model(table: Table, model: Path | str | onnx.ModelProto) -> ModelPre
     from hwnas.cost.memplan import planned_peak, runtime_layout
 
     m = read_model(model)
-    overhead = table.overhead.median
+    overhead = table.overhead_ms
     latency, unpriced = overhead, []
     for b in m.blocks:
         entry = table.entries.get(b.key)
         if entry is None:
             unpriced.append(UnpricedBlock(b.key, b.names, b.ops))
         elif entry.latency is not None:
-            latency += entry.latency.median - overhead
+            latency += entry.latency_value(table.statistic) - overhead
     latency -= cancelled_reorders_ms(table, m.blocks)
     planner, holds_io, kernels = runtime_layout(table.fingerprint.get("backend", ""),
                                                 table.fingerprint.get("precision", "fp32"))

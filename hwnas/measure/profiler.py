@@ -21,7 +21,7 @@ from hwnas import __version__
 from hwnas.core.errors import OutputError
 from hwnas.core.progress import ProgressBars
 from hwnas.core.schema import NonNegativeInt, PositiveInt, settings
-from hwnas.core.stats import LatencyStats
+from hwnas.core.stats import LatencyStats, Statistic
 from hwnas.devices.backends.base import Artifact, Backend, MeasureSettings, RoundResult, common_fingerprint, pool_rounds
 from hwnas.devices.registry import Device
 from hwnas.measure.checkpoint import Checkpoint
@@ -44,12 +44,26 @@ class ProfileOptions:
     rounds: PositiveInt = 3
     spread_limit: SpreadLimit = 1.3
     seed: NonNegativeInt = 0
+    statistic: Statistic = "median"  # what the table's latencies are read as (hwnas.core.stats)
     jobs: PositiveInt = 1  # processes converting blocks side by side before any timing (not a measurement setting)
+
+    @classmethod
+    def reading(cls, statistic: str, rounds: int | None = None, min_seconds: float | None = None,
+                **kw) -> ProfileOptions:
+        """Options for a table read as ``statistic``: a min needs many moments to find the host's quiet ones (a
+        shared host's slow spells last seconds), so it defaults to 9 rounds over 2 s per entry, the median to 3
+        over 1 s. ``kw``: the other fields."""
+        quick = statistic != "min"
+        rounds = rounds if rounds is not None else (3 if quick else 9)
+        min_seconds = min_seconds if min_seconds is not None else (1.0 if quick else 2.0)
+        warmup, min_runs = kw.pop("warmup", 10), kw.pop("min_runs", 50)
+        return cls(settings=MeasureSettings.at_least(warmup, min_runs, min_seconds), rounds=rounds,
+                   statistic=statistic, **kw)
 
     def to_dict(self) -> dict:
         """The settings the measurements depend on (in the table and the checkpoint; ``jobs`` is not one)."""
         return {**self.settings.to_dict(), "rounds": self.rounds, "spread_limit": self.spread_limit,
-                "seed": self.seed}
+                "seed": self.seed, "statistic": self.statistic}
 
 
 @dataclass

@@ -7,6 +7,7 @@ refuses corrupt files, newer schemas, and (via :meth:`Table.check_fingerprint`) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from hwnas.core.atomic import atomic_write_text
 from hwnas.core.errors import TableError
 from hwnas.core.schema import STRICT, Finite, Threads, read_json, validate
-from hwnas.core.stats import LatencyStats, StatsRecord
+from hwnas.core.stats import STATISTICS, LatencyStats, StatsRecord
 
 SCHEMA_VERSION = 1
 UNITS = {"latency": "ms", "memory": "bytes"}
@@ -129,6 +130,10 @@ class Entry:
     def median_ms(self) -> float:
         return self.latency.median if self.latency else 0.0
 
+    def latency_value(self, statistic: str) -> float:
+        """The entry's latency read as ``statistic`` (0 for ops that compute nothing)."""
+        return self.latency.value(statistic) if self.latency else 0.0
+
     def to_dict(self) -> dict:
         out = {"latency": self.latency.to_dict() if self.latency else None, "memory": self.memory,
                "flags": list(self.flags)}
@@ -182,6 +187,10 @@ class Table:
                              "re-create it with hwnas profile")
         f = validate(TableFile, data, str(source), "re-create it with hwnas profile (a hand-edited table must keep "
                      "the types and ranges hwnas writes)", TableError)
+        statistic = f.settings.get("statistic", "median")
+        if statistic not in STATISTICS:
+            raise TableError(f"{source} reads its latencies as {statistic!r}; hwnas knows {', '.join(STATISTICS)}.",
+                             "set settings.statistic to one of those, or re-create it with hwnas profile --statistic")
         known = set(TableFile.model_fields) - {"calibration"}  # the calibration is carried in extra, as written
         return cls(fingerprint=f.device.model_dump(), space=f.space.model_dump(exclude_none=True),
                    settings=dict(f.settings), overhead=f.overhead.stats(),
@@ -190,6 +199,26 @@ class Table:
                    extra={k: v for k, v in data.items() if k not in known})
 
     # -- use ------------------------------------------------------------------------------------
+    @property
+    def statistic(self) -> str:
+        """What the latencies are read as (:data:`hwnas.core.stats.STATISTICS`); tables before it: the median."""
+        return self.settings.get("statistic", "median")
+
+    def read_as(self, statistic: str) -> Table:
+        """This table with its latencies read as ``statistic`` (every entry keeps all its figures, so nothing
+        is measured again); a calibration fitted under another statistic is dropped, not carried over."""
+        if statistic not in STATISTICS:
+            raise TableError(f"unknown latency statistic {statistic!r}.", f"use one of {', '.join(STATISTICS)}")
+        if statistic == self.statistic:
+            return self
+        extra = {k: v for k, v in self.extra.items() if k != "calibration"}
+        return dataclasses.replace(self, settings={**self.settings, "statistic": statistic}, extra=extra)
+
+    @property
+    def overhead_ms(self) -> float:
+        """The per-call overhead every entry carries, read as the table's statistic."""
+        return self.overhead.value(self.statistic)
+
     @property
     def file_stem(self) -> str:
         return table_stem(self.fingerprint["device"], self.space["id"], self.space["resolution"])
@@ -213,7 +242,7 @@ class Table:
 
     def latency_ms(self, key: str) -> float:
         try:
-            return self.entries[key].median_ms
+            return self.entries[key].latency_value(self.statistic)
         except KeyError:
             raise TableError(f"table {self.file_stem} has no entry '{key}'.",
                              "profile the space this key comes from, or resume the run that made the table") from None

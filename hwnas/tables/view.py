@@ -37,7 +37,7 @@ def summary(table: Table) -> dict:
         "precision": table.fingerprint.get("precision"), "threads": table.fingerprint.get("threads"),
         "space": table.space.get("id"), "resolution": table.space.get("resolution"), "created": table.created,
         "entries": len(table.entries), "measured": len(measured), "free": len(table.entries) - len(measured),
-        "overhead_ms": table.overhead.median, "median_ms_min": float(medians.min()),
+        "statistic": table.statistic, "overhead_ms": table.overhead_ms, "median_ms_min": float(medians.min()),
         "median_ms_max": float(medians.max()), "spread_median": float(np.median(spreads)),
         "spread_p90": float(np.percentile(spreads, 90)), "spread_max": float(spreads.max()),
         "flagged": sorted(k for k, e in table.entries.items() if "unstable" in e.flags),
@@ -47,7 +47,7 @@ def summary(table: Table) -> dict:
 
 
 def layer_matrix(table: Table, space: SearchSpace) -> tuple[list[str], list[str], np.ndarray]:
-    """Median latency (ms) per searchable layer x candidate slot; NaN where a layer lacks that slot."""
+    """Latency (ms, the table's statistic) per searchable layer x candidate slot; NaN where a layer lacks that slot."""
     layers = space.searchable
     cols = max(layers, key=lambda layer: len(layer.candidates)).choice_names
     grid = np.full((len(layers), len(cols)), np.nan)
@@ -103,8 +103,11 @@ def diff(a: Table, b: Table) -> TableDiff:
     if a.space.get("id") != b.space.get("id") or a.space.get("resolution") != b.space.get("resolution"):
         raise TableError(f"tables are for different spaces ({a.space.get('id')}@{a.space.get('resolution')} vs "
                          f"{b.space.get('id')}@{b.space.get('resolution')}).", "diff tables of the same space setting")
-    ratios = {k: b.entries[k].median_ms / a.entries[k].median_ms for k in a.entries
-              if k in b.entries and a.entries[k].latency and b.entries[k].latency and a.entries[k].median_ms > 0}
+    if a.statistic != b.statistic:
+        raise TableError(f"the tables read their latencies as different statistics ({a.statistic} vs {b.statistic}).",
+                         "diff tables profiled with the same hwnas profile --statistic")
+    ratios = {k: b.latency_ms(k) / a.latency_ms(k) for k in a.entries
+              if k in b.entries and a.entries[k].latency and b.entries[k].latency and a.latency_ms(k) > 0}
     context = {f: (a.fingerprint.get(f), b.fingerprint.get(f)) for f in sorted(set(a.fingerprint) | set(b.fingerprint))
                if f != "descriptor" and a.fingerprint.get(f) != b.fingerprint.get(f)}
     return TableDiff(ratios=ratios, only_a=sorted(set(a.entries) - set(b.entries)),

@@ -47,3 +47,11 @@ def test_spread_falls_back_to_mean_and_std_without_percentiles():
 
     s = LatencyStats(median=1.0, p10=None, p90=None, mean=1.0, std=0.1, min=0.9, n=50)
     assert s.spread == pytest.approx(1.0 + Z90 * 0.1)
+
+
+def test_a_statistic_reads_its_own_figure_and_no_other():
+    s = summarize([1.0, 1.2, 3.0, 1.1, 2.5])
+    assert s.value("median") == s.median == pytest.approx(1.2)
+    assert s.value("min") == s.min == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="median, min"):
+        s.value("mean")

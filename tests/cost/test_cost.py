@@ -35,6 +35,19 @@ def test_predict_is_overhead_plus_entries_net_of_their_overhead():
     assert MODEL.predict(arch, calibrated=False).latency_ms == pytest.approx(expected)
 
 
+def test_a_table_read_as_min_prices_every_net_by_its_entries_fastest_runs():
+    t = MODEL.table.read_as("min")
+    model = CostModel(t)
+    rows = sample_choices(SPACE, 5, np.random.default_rng(1))
+    for row in rows:
+        keys = [str(k) for k in SPACE.keys_for(row)]
+        expected = t.overhead.min + sum(t.entries[k].latency.min - t.overhead.min for k in keys if t.entries[k].latency)
+        assert model.predict(Arch.of(SPACE, row), calibrated=False).latency_ms == pytest.approx(expected)
+    assert np.allclose(model.predict_many(rows)["latency_ms"],
+                       [model.predict(Arch.of(SPACE, r), calibrated=False).latency_ms for r in rows])
+    assert (model.predict_many(rows)["latency_ms"] < MODEL.predict_many(rows, calibrated=False)["latency_ms"]).all()
+
+
 def test_expected_latency_equals_predict_on_one_hot():
     choices = sample_choices(SPACE, 1, np.random.default_rng(3))[0]
     probs = torch.zeros(MODEL.padding.shape, dtype=torch.float64)

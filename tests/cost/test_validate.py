@@ -7,7 +7,7 @@ from conftest import ROOT, run_cli, stamp_for_this_host
 from conftest import cli as _cli
 from hwnas.core.errors import ConfigError
 from hwnas.cost.model import CostModel
-from hwnas.cost.validate import Calibration, feed_measurement, metrics, refit, store_calibration, validate
+from hwnas.cost.validate import Calibration, feed_measurement, metrics, refit, store_calibration, timing, validate
 from hwnas.devices.backends.base import MeasureSettings
 from hwnas.devices.registry import get_device
 from hwnas.measure.profiler import ProfileOptions, profile
@@ -126,6 +126,34 @@ def test_refit_fits_a_stored_report_again_without_timing(tmp_path):
     model = CostModel(Table.load(path))  # loads: the new fit is within the band
     assert model.calibration["kind"] == report.calibration["kind"]
     assert json.loads(report_path.read_text())["calibration"]["coef"] == list(report.calibration["coef"])
+
+
+def test_refit_under_the_min_reads_every_net_by_its_fastest_run(tmp_path):
+    table = Table.load(ROOT / "latency_tables" / "cpu-tflite-proxyless-32.json").read_as("min")
+    path = tmp_path / "t.json"
+    table.save(path)
+    stored = json.loads((ROOT / "latency_tables/validation/cpu-tflite-proxyless-32.validation-100.json").read_text())
+    report_path = tmp_path / "r.json"
+    report_path.write_text(json.dumps(stored))
+    report = refit(report_path, path)
+    assert report.statistic == "min" and json.loads(report_path.read_text())["statistic"] == "min"
+    model = CostModel(table)
+    predicted = np.array([model.predict(Arch.parse(n["arch"]), calibrated=False, planned=False).latency_ms
+                          for n in stored["nets"]])
+    fastest = np.array([n["measured"]["min"] for n in stored["nets"]])
+    assert report.uncalibrated["all"] == pytest.approx(metrics(predicted, fastest))
+    medians = np.array([n["measured"]["median"] for n in stored["nets"]])
+    assert report.uncalibrated["all"]["bias"] != pytest.approx(metrics(predicted, medians)["bias"])
+
+
+def test_a_min_table_is_validated_with_more_moments_than_a_median_one():
+    assert timing("median")[0] == 9 and timing("median")[1].min_seconds == pytest.approx(1.8)
+    assert timing("min")[0] == 18 and timing("min")[1].min_seconds == pytest.approx(3.6)
+    rounds, settings = timing("min", 4, 0.5)
+    assert rounds == 4 and settings.min_seconds == pytest.approx(0.5)
+    opts = ProfileOptions.reading("min")
+    assert (opts.rounds, opts.settings.min_seconds, opts.to_dict()["statistic"]) == (9, 2.0, "min")
+    assert (ProfileOptions.reading("median").rounds, ProfileOptions.reading("median").settings.min_seconds) == (3, 1.0)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ cpu-int8 and cpu-tflite-int8."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,30 @@ def test_verify_judges_an_int8_model_by_the_accuracy_it_loses(int8_model, tmp_pa
     strict = verify(int8_model, get_device("cpu-int8"), data="digits", settings=QUICK, rounds=1, memory=False,
                     max_accuracy_drop=real["accuracy_drop"] - 1e-6)
     assert not strict.parity["real"]["passed"] and not strict.passed
+
+
+def test_verify_holds_the_prediction_and_the_budget_to_the_tables_statistic(int8_model, host_tables, tmp_path):
+    from hwnas.deploy.budgets import Limits
+    from hwnas.deploy.verify import VerifyReport, _judge, markdown
+    from hwnas.tables.table import Table
+
+    table = tmp_path / "cpu-int8-proxyless-32.json"
+    Table.load(host_tables / "cpu-int8-proxyless-32.json").read_as("min").save(table)
+    report = verify(int8_model, get_device("cpu-int8"), table=table, data=None, settings=QUICK, rounds=2,
+                    memory=False, out=tmp_path / "v")
+    lat = report.latency
+    assert report.statistic == "min" and report.measured_ms == lat["min"] < lat["median"]
+    assert report.predicted["statistic"] == "min"
+    assert report.predicted["latency_error"] == pytest.approx(lat["min"] / report.predicted["latency_ms"] - 1)
+    assert json.loads((tmp_path / "v" / "verify.json").read_text())["measured_ms"] == lat["min"]
+    assert f"latency (min of {lat['n']} runs)" in (tmp_path / "v" / "verify.md").read_text()
+    # the budget is judged on that same figure: between the fastest and the typical run, only the min passes
+    limits = Limits(latency_ms=(lat["min"] + lat["median"]) / 2)
+    _judge(report, limits)
+    assert report.passed and report.budget["checks"]["latency"]["statistic"] == "min"
+    by_median = VerifyReport(report.model, report.device, report.arch, report.input_shape, latency=lat)
+    _judge(by_median, limits)
+    assert not by_median.passed and "median of" in markdown(by_median, with_plot=False)
 
 
 def test_verify_refuses_a_model_of_the_other_precision(int8_model, trained_run, tmp_path):

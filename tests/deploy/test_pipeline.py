@@ -77,3 +77,25 @@ def test_pipeline_needs_a_budget_and_a_valid_config(tmp_path):
         PipelineConfig.from_toml(tmp_path / "p.toml")
     (tmp_path / "p.toml").write_text('latency_ms = 2.0\nevaluations = 5\n')
     assert PipelineConfig.from_toml(tmp_path / "p.toml", evaluations=7, seed=None).evaluations == 7
+
+
+def test_the_pipeline_reads_a_found_table_as_its_statistic(host_tables, tmp_path):
+    from hwnas.deploy.pipeline import _table
+    from hwnas.devices.registry import get_device
+    from hwnas.tables.table import Table
+
+    found = Table.load(host_tables / "cpu-proxyless-32.json")
+    assert found.statistic == "median" and "calibration" in found.extra
+    device = get_device("cpu")
+    same = PipelineConfig(latency_ms=1.5, tables=str(host_tables), reference=False)
+    info = _table(same, device, tmp_path / "a.json", False, lambda m: None)
+    assert info["statistic"] == "median" and Table.load(tmp_path / "a.json").to_dict() == found.to_dict()
+    cfg = PipelineConfig(latency_ms=1.5, tables=str(host_tables), reference=False, statistic="min")
+    info = _table(cfg, device, tmp_path / "b.json", False, lambda m: None)
+    read = Table.load(tmp_path / "b.json")
+    assert not info["profiled"] and info["statistic"] == "min" and read.statistic == "min"
+    assert "calibration" not in read.extra  # fitted under the median: the calibrate step fits it again
+    key = next(k for k, e in found.entries.items() if e.latency)
+    assert read.latency_ms(key) == found.entries[key].latency.min
+    with pytest.raises(ConfigError, match="statistic"):
+        PipelineConfig(latency_ms=1.5, statistic="mean")

@@ -82,3 +82,37 @@ def test_fingerprint_mismatch_is_refused(field, value):
 def test_missing_entry_names_the_key():
     with pytest.raises(TableError, match="no entry"):
         make_table().latency_ms("conv-i1-o1")
+
+
+def test_a_table_reads_its_latencies_as_its_statistic(tmp_path):
+    t = make_table()
+    key = "mbconv-i1x1x1-o1x1x1-e3-k3-s1-skip0"
+    assert t.statistic == "median" and t.latency_ms(key) == pytest.approx(1.025)  # tables before it: the median
+    t.extra["calibration"] = {"kind": "scale", "terms": ["predicted_ms"], "coef": [1.1], "intercept_ms": 0.0}
+    m = t.read_as("min")
+    assert m.statistic == "min" and m.latency_ms(key) == pytest.approx(0.9) and m.overhead_ms == pytest.approx(0.01)
+    assert "calibration" not in m.extra and "calibration" in t.extra  # a fit under the median does not carry over
+    assert t.latency_ms(key) == pytest.approx(1.025)  # the original is untouched
+    m.save(tmp_path / "m.json")
+    assert Table.load(tmp_path / "m.json").latency_ms(key) == pytest.approx(0.9)
+    assert t.read_as("median") is t
+    with pytest.raises(TableError, match="median, min"):
+        t.read_as("p50")
+
+
+def test_a_table_with_an_unknown_statistic_is_refused(tmp_path):
+    data = make_table().to_dict()
+    data["settings"]["statistic"] = "mean"
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    with pytest.raises(TableError, match="'mean'") as exc:
+        Table.load(tmp_path / "t.json")
+    assert "--statistic" in exc.value.hint
+
+
+def test_tables_of_different_statistics_are_not_diffed():
+    from hwnas.tables.view import diff
+
+    t = make_table()
+    assert diff(t, t.read_as("median")).ratios
+    with pytest.raises(TableError, match="different statistics"):
+        diff(t, t.read_as("min"))
