@@ -9,7 +9,7 @@ from rich.table import Table as RichTable
 
 from hwnas.cli._console import console, err_console, log
 from hwnas.cli._options import AllowForeignTable, Quiet
-from hwnas.cli._types import fraction, non_negative, non_negative_int, positive_int
+from hwnas.cli._types import fraction, non_negative, non_negative_int, positive_int, statistic_name
 
 
 def _warn(message: str) -> None:
@@ -67,12 +67,17 @@ def diff(
     a: Path = typer.Argument(..., help="Baseline table."),
     b: Path = typer.Argument(..., help="Table to compare with the baseline."),
     top: int = typer.Option(10, parser=non_negative_int, help="How many of the largest changes to list."),
+    statistic: str = typer.Option(None, "--statistic", parser=statistic_name,
+                                  help="Read both tables as this statistic (median or min; every table holds "
+                                       "both) (default: their own, which must agree)."),
 ) -> None:
     """Compare two tables of the same space: per-entry latency ratio B/A."""
     from hwnas.tables import view as tableview
     from hwnas.tables.table import Table, is_model_table
 
     ta, tb = Table.load(a), Table.load(b)
+    if statistic is not None:
+        ta, tb = ta.read_as(statistic), tb.read_as(statistic)
     d = tableview.diff(ta, tb)
     for field, (va, vb) in d.context.items():
         console.print(f"[bold]{escape(field)}[/]: {escape(str(va))} -> {escape(str(vb))}")

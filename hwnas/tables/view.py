@@ -105,7 +105,7 @@ def diff(a: Table, b: Table) -> TableDiff:
                          f"{b.space.get('id')}@{b.space.get('resolution')}).", "diff tables of the same space setting")
     if a.statistic != b.statistic:
         raise TableError(f"the tables read their latencies as different statistics ({a.statistic} vs {b.statistic}).",
-                         "diff tables profiled with the same hwnas profile --statistic")
+                         "read both as one: hwnas table diff A B --statistic median (or min)")
     ratios = {k: b.latency_ms(k) / a.latency_ms(k) for k in a.entries
               if k in b.entries and a.entries[k].latency and b.entries[k].latency and a.latency_ms(k) > 0}
     context = {f: (a.fingerprint.get(f), b.fingerprint.get(f)) for f in sorted(set(a.fingerprint) | set(b.fingerprint))

@@ -276,6 +276,16 @@ def test_table_diff_top_must_not_be_negative(capsys):
     assert code == 2 and "Invalid value for '--top'" in text
 
 
+def test_table_diff_reads_both_tables_as_one_statistic(tmp_path, capsys):
+    Table.load(TABLE32).read_as("min").save(tmp_path / "min.json")
+    code, text = _cli(capsys, "table", "diff", str(TABLE32), str(tmp_path / "min.json"))
+    assert code == 2 and "different statistics" in text and "--statistic" in text
+    code, text = _cli(capsys, "table", "diff", str(TABLE32), str(tmp_path / "min.json"), "--statistic", "min")
+    assert code == 0 and "median ratio B/A = 1.000" in text  # the same measurements, read alike
+    code, text = _cli(capsys, "table", "diff", str(TABLE32), str(TABLE32), "--statistic", "min")
+    assert code == 0 and "median ratio B/A = 1.000" in text
+
+
 def test_table_strings_are_shown_as_written_not_as_markup(tmp_path, capsys):
     data = json.loads(TABLE32.read_text())
     data["device"].update(host_cpu="[/]", runtime="$\\bogus{$")  # rich markup, matplotlib math: both invalid
